@@ -1,0 +1,5 @@
+"""Allow ``python -m jobwatchd``."""
+
+from jobwatchd.cli import main
+
+raise SystemExit(main())

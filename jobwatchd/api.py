@@ -1,0 +1,275 @@
+"""The local HTTP API (PRODUCT §5): JSON in and out, RFC 9457 problems on error."""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from jobwatchd import __version__
+from jobwatchd.config import Config, ConfigError, parse_duration
+from jobwatchd.logs import get_logger
+from jobwatchd.models import NewJob
+from jobwatchd.store import ConflictError
+from jobwatchd.tracker import Tracker
+from jobwatchd.validation import (
+    ValidationError,
+    parse_label_selector,
+    validate_id,
+    validate_labels,
+    validate_timeout,
+)
+
+log = get_logger("jobwatchd.api")
+
+PROBLEM_TYPE = "application/problem+json"
+MAX_WAIT_SECONDS = 3600.0
+MAX_LIST_LIMIT = 1000
+_REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON response rendered with orjson."""
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
+    """An RFC 9457 problem document."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_TYPE)
+
+
+def invalid(error: ValidationError) -> web.Response:
+    """400 naming the invalid field."""
+    return problem(400, "Invalid request", str(error), field=error.field)
+
+
+class Api:
+    """Handlers bound to a tracker and the daemon's config."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        config: Config,
+        *,
+        token: str | None = None,
+        readiness: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.config = config
+        self.token = token
+        self.readiness = readiness or (lambda: {})
+        self.accepting = True
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(
+            client_max_size=self.config.api.max_body,
+            middlewares=[self._errors, self._auth],
+        )
+        app.router.add_post("/v1/jobs", self.register)
+        app.router.add_get("/v1/jobs", self.list_jobs)
+        app.router.add_get("/v1/jobs/{job_id}", self.get_job)
+        app.router.add_delete("/v1/jobs/{job_id}", self.delete_job)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    # -- middlewares ----------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ValidationError as error:
+            return invalid(error)
+        except web.HTTPRequestEntityTooLarge:
+            return problem(
+                413,
+                "Payload too large",
+                f"request bodies are limited to {self.config.api.max_body} bytes (api.max_body)",
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return problem(exc.status, exc.reason, exc.text or exc.reason)
+        except Exception:
+            log.exception("api.error", method=request.method, path=request.path)
+            return problem(500, "Internal error", "the request failed; see the daemon's log")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.token is not None and request.path not in ("/healthz", "/readyz"):
+            header = request.headers.get("Authorization", "")
+            scheme, _, presented = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                presented.strip().encode(), self.token.encode()
+            ):
+                response = problem(401, "Unauthorized", "a valid bearer token is required")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="jobwatchd"'
+                return response
+        return await handler(request)
+
+    # -- handlers -------------------------------------------------------------------
+
+    async def register(self, request: web.Request) -> web.Response:
+        """``POST /v1/jobs``: one job or ``{"jobs": [...]}``, atomically."""
+        if not self.accepting:
+            return problem(503, "Shutting down", "the daemon is draining; retry on another")
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError("body", f"invalid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValidationError("body", "must be a JSON object")
+        batch = "jobs" in body
+        if batch:
+            if set(body) != {"jobs"}:
+                extra = sorted(set(body) - {"jobs"})[0]
+                raise ValidationError(extra, "unknown field (a batch holds only 'jobs')")
+            items = body["jobs"]
+            if not isinstance(items, list) or not items:
+                raise ValidationError("jobs", "must be a non-empty array")
+            if len(items) > self.config.api.max_batch:
+                raise ValidationError(
+                    "jobs", f"at most {self.config.api.max_batch} jobs per batch (api.max_batch)"
+                )
+            jobs = [self._parse_job(item, f"jobs[{index}].") for index, item in enumerate(items)]
+        else:
+            jobs = [self._parse_job(body, "")]
+        try:
+            results = await self.tracker.register(jobs)
+        except ConflictError as exc:
+            return problem(
+                409,
+                "Conflict",
+                f"job {exc.job_id} is already tracked under another project",
+                job_id=exc.job_id,
+            )
+        created = sum(1 for result in results if result.created)
+        status = 201 if created else 200
+        if batch:
+            return json_response(
+                {
+                    "jobs": [self.tracker.view(result.job) for result in results],
+                    "created": created,
+                },
+                status,
+            )
+        return json_response(self.tracker.view(results[0].job), status)
+
+    def _parse_job(self, item: object, prefix: str) -> NewJob:
+        if not isinstance(item, dict):
+            raise ValidationError(prefix.rstrip(".") or "body", "must be a JSON object")
+        unknown = sorted(set(item) - _REGISTRATION_KEYS)
+        if unknown:
+            raise ValidationError(f"{prefix}{unknown[0]}", "unknown field")
+        if "job_id" not in item:
+            raise ValidationError(f"{prefix}job_id", "is required")
+        job_id = validate_id(item["job_id"], f"{prefix}job_id")
+        project_id = None
+        if item.get("project_id") is not None:
+            project_id = validate_id(item["project_id"], f"{prefix}project_id")
+        account = None
+        if item.get("account") is not None:
+            name = item["account"]
+            account = self.config.account(name) if isinstance(name, str) else None
+            if account is None:
+                raise ValidationError(f"{prefix}account", f"unknown account {name!r}")
+        elif project_id is not None:
+            account = next(
+                (acc for acc in self.config.accounts if acc.project_id == project_id), None
+            )
+        if account is None:
+            account = self.config.default_account
+        labels = validate_labels(item.get("labels"), f"{prefix}labels")
+        raw_timeout = item.get("timeout")
+        if isinstance(raw_timeout, str):
+            try:
+                raw_timeout = parse_duration(raw_timeout, f"{prefix}timeout")
+            except ConfigError as exc:
+                raise ValidationError(exc.key, exc.message) from None
+        timeout = validate_timeout(raw_timeout, f"{prefix}timeout")
+        return NewJob(
+            job_id=job_id,
+            project_id=project_id or account.project_id,
+            account=account.name,
+            labels=labels,
+            timeout=timeout,
+        )
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        """``GET /v1/jobs/{job_id}``, long-polling with ``?wait=SECONDS``."""
+        job_id = validate_id(request.match_info["job_id"], "job_id")
+        wait = _number_param(request, "wait", 0.0, MAX_WAIT_SECONDS)
+        if wait:
+            record = await self.tracker.wait_terminal(job_id, wait)
+        else:
+            record = await self.tracker.get(job_id)
+        if record is None:
+            return problem(404, "Not found", f"job {job_id} is not tracked", job_id=job_id)
+        return json_response(self.tracker.view(record))
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """``GET /v1/jobs`` with status, label, limit and cursor."""
+        query = request.query
+        status = query.get("status")
+        if status is not None and not (1 <= len(status) <= 64 and status.isascii()):
+            raise ValidationError("status", "must be a status name")
+        labels = dict(parse_label_selector(value) for value in query.getall("label", []))
+        limit = int(_number_param(request, "limit", 1, MAX_LIST_LIMIT, default=100, integer=True))
+        after = query.get("after")
+        if after is not None:
+            validate_id(after, "after")
+        records = await self.tracker.store.list_jobs(
+            status=status, labels=labels, limit=limit, after=after
+        )
+        views = []
+        for record in records:
+            live = self.tracker.active.get(record.job_id)
+            views.append(self.tracker.view(live.record if live else record))
+        next_cursor = records[-1].job_id if len(records) == limit else None
+        return json_response({"jobs": views, "next": next_cursor})
+
+    async def delete_job(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/jobs/{job_id}``: stop tracking."""
+        job_id = validate_id(request.match_info["job_id"], "job_id")
+        if not await self.tracker.delete(job_id):
+            return problem(404, "Not found", f"job {job_id} is not tracked", job_id=job_id)
+        return web.Response(status=204)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness."""
+        return json_response({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: the store is open and the API bound (upstream is informational)."""
+        return json_response({"status": "ready", **self.readiness()})
+
+
+def _number_param(
+    request: web.Request,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    default: float = 0.0,
+    integer: bool = False,
+) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ValidationError(name, f"must be {kind}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValidationError(name, f"must be between {low:g} and {high:g}")
+    return value

@@ -1,0 +1,103 @@
+"""Records shared by the store, the tracker and the API: statuses, jobs and events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PENDING = "PENDING"
+INIT = "INIT"
+RUNNING = "RUNNING"
+SUCCESS = "SUCCESS"
+FAIL = "FAIL"
+TIMEOUT = "TIMEOUT"
+NOT_FOUND = "NOT_FOUND"
+ERROR = "ERROR"
+
+UPSTREAM_STATUSES = frozenset({INIT, RUNNING, SUCCESS, FAIL})
+TERMINAL_STATUSES = frozenset({SUCCESS, FAIL, TIMEOUT, NOT_FOUND, ERROR})
+
+JOB_TRANSITION = "jobwatchd.job.transition"
+SUBJOB_TRANSITION = "jobwatchd.subjob.transition"
+EVENT_TYPES = frozenset({JOB_TRANSITION, SUBJOB_TRANSITION})
+
+
+def is_terminal(status: str) -> bool:
+    """Whether ``status`` ends tracking (sticky: a terminal job never changes again)."""
+    return status in TERMINAL_STATUSES
+
+
+def iso_time(timestamp: float) -> str:
+    """Render a unix timestamp as ISO 8601 UTC with milliseconds, like the vendor API."""
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A validated registration, ready to be stored."""
+
+    job_id: str
+    project_id: str
+    account: str
+    labels: Mapping[str, str]
+    timeout: float | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class JobRecord:
+    """A tracked job as persisted by the store.
+
+    ``snapshot`` holds what the state machine needs to diff the next response
+    (sub-job statuses and per-subject transition counts); it is opaque JSON.
+    ``version`` increases with every write, so a write can be made conditional
+    on the state it was computed from.
+    """
+
+    job_id: str
+    project_id: str
+    account: str
+    status: str = PENDING
+    job_type: str | None = None
+    begin_time: str | None = None
+    end_time: str | None = None
+    error_code: str | None = None
+    fail_reason: str | None = None
+    entities: dict[str, Any] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    registered_at: float = 0.0
+    updated_at: float = 0.0
+    polls: int = 0
+    last_error: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has reached a terminal status."""
+        return is_terminal(self.status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """An event about to be appended to the durable event log."""
+
+    event_id: str
+    job_id: str
+    type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event in the durable event log; ``seq`` orders all events."""
+
+    seq: int
+    event_id: str
+    job_id: str
+    type: str
+    payload: bytes

@@ -1,0 +1,45 @@
+"""A token bucket with an explicit clock. Pure, no I/O."""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``burst``.
+
+    The caller passes the time, which keeps the bucket deterministic to test.
+    """
+
+    __slots__ = ("_tokens", "_updated", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a token is available (0 when one is available now)."""
+        self._refill(now)
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+
+    def try_take(self, now: float) -> bool:
+        """Take a token if one is available."""
+        self._refill(now)
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def update(self, rate: float, burst: float, now: float) -> None:
+        """Change the rate (on reload) keeping the tokens accrued so far."""
+        self._refill(now)
+        self.rate = rate
+        self.burst = burst
+        self._tokens = min(self._tokens, burst)

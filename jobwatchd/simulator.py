@@ -1,0 +1,844 @@
+"""Built-in simulated cloud: the ECS "Querying Task Execution Status" API.
+
+The simulator serves ``GET /v1/{project_id}/jobs/{job_id}`` in exactly the
+vendor's response format, so jobwatchd (and users testing their own
+pipelines) can run with no cloud account. Jobs move INIT -> RUNNING ->
+SUCCESS/FAIL, with sub-jobs for batch operations, over realistic durations
+compressed by a ``speed`` factor, and faults (latency, 5xx, throttling,
+malformed bodies, missing ``status``, 404) can be injected on request.
+
+Each job is stored only as its timeline: a handful of wall-clock instants
+drawn when the job is created. A response is a pure function of that
+timeline and the current clock reading, so there is no background task per
+job, a fake clock makes tests deterministic, and 100,000 jobs cost little
+more than their timelines.
+
+Control endpoints under ``/_sim/`` create jobs, report the true transitions
+(for measuring detection lag), and read or change the faults and statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import hmac
+import math
+import random
+import re
+import signal
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_PROJECT_ID",
+    "JOB_TYPES",
+    "MAX_SUB_JOBS",
+    "OUTCOMES",
+    "Faults",
+    "Simulator",
+    "Transition",
+    "format_time",
+    "run_standalone",
+    "start_simulator",
+]
+
+DEFAULT_PROJECT_ID: Final = "0123456789abcdef0123456789abcdef"
+"""The project ID jobs belong to unless another one is given."""
+
+MAX_SUB_JOBS: Final = 1000
+"""Upper bound of ``count`` (sub-jobs of one job)."""
+
+MAX_BATCH: Final = 10_000
+"""Most jobs one ``POST /_sim/jobs`` may create."""
+
+MAX_DURATION: Final = 7 * 24 * 3600.0
+"""Longest simulated duration accepted for a job, in seconds."""
+
+# Statuses, as the vendor spells them.
+INIT: Final = "INIT"
+RUNNING: Final = "RUNNING"
+SUCCESS: Final = "SUCCESS"
+FAIL: Final = "FAIL"
+
+_PROJECT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_JSON_TYPE: Final = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class _JobSpec:
+    """How one job type behaves: its sub-jobs, entities, duration and failures."""
+
+    sub_job_type: str | None  # None: the job has no sub-jobs
+    entity_key: str  # "server_id" or "nic_id"
+    creates_entity: bool  # the entity ID only appears once the (sub-)job runs
+    median_duration: float  # simulated seconds, for a single-item job
+    sigma: float  # log-normal shape
+    failures: tuple[tuple[str, str], ...]  # (error_code, message) a failure draws from
+
+
+_SPECS: Final[Mapping[str, _JobSpec]] = {
+    "createServer": _JobSpec(
+        sub_job_type="createSingleServer",
+        entity_key="server_id",
+        creates_entity=True,
+        median_duration=90.0,
+        sigma=0.35,
+        failures=(
+            ("Ecs.0013", "Insufficient EIP quota."),
+            ("Ecs.0012", "Insufficient IP addresses."),
+            ("Ecs.0001", "The number of ECSs is beyond the quota limit."),
+        ),
+    ),
+    "deleteServer": _JobSpec(
+        sub_job_type="deleteSingleServer",
+        entity_key="server_id",
+        creates_entity=False,
+        median_duration=45.0,
+        sigma=0.35,
+        failures=(("Ecs.0100", "Invalid ECS status."),),
+    ),
+    "batchStartServer": _JobSpec(
+        sub_job_type="startSingleServer",
+        entity_key="server_id",
+        creates_entity=False,
+        median_duration=30.0,
+        sigma=0.4,
+        failures=(("Ecs.0100", "Invalid ECS status."),),
+    ),
+    "batchStopServer": _JobSpec(
+        sub_job_type="stopSingleServer",
+        entity_key="server_id",
+        creates_entity=False,
+        median_duration=35.0,
+        sigma=0.4,
+        failures=(("Ecs.0100", "Invalid ECS status."),),
+    ),
+    "batchRebootServer": _JobSpec(
+        sub_job_type="rebootSingleServer",
+        entity_key="server_id",
+        creates_entity=False,
+        median_duration=60.0,
+        sigma=0.35,
+        failures=(("Ecs.0100", "Invalid ECS status."),),
+    ),
+    "addNics": _JobSpec(
+        sub_job_type="addSingleNic",
+        entity_key="nic_id",
+        creates_entity=True,
+        median_duration=20.0,
+        sigma=0.4,
+        failures=(
+            ("Ecs.0010", "Private IP address 192.168.0.10 is already in use."),
+            ("Ecs.0012", "Insufficient IP addresses."),
+        ),
+    ),
+    "deleteNics": _JobSpec(
+        sub_job_type="deleteSingleNic",
+        entity_key="nic_id",
+        creates_entity=False,
+        median_duration=15.0,
+        sigma=0.4,
+        failures=(("Ecs.1201", "Operation timed out."),),
+    ),
+    "resizeServer": _JobSpec(
+        sub_job_type=None,
+        entity_key="server_id",
+        creates_entity=False,
+        median_duration=120.0,
+        sigma=0.35,
+        failures=(("Ecs.0009", "Another flavor must be used for resizing."),),
+    ),
+}
+
+JOB_TYPES: Final[tuple[str, ...]] = tuple(_SPECS)
+"""The job types :meth:`Simulator.create_job` accepts."""
+
+# Outcomes counted in Simulator.stats, one per job query.
+OUTCOMES: Final[tuple[str, ...]] = (
+    "ok",
+    "5xx",
+    "429",
+    "malformed",
+    "no_status",
+    "404",
+    "unknown_job",
+    "unauthorized",
+)
+
+
+@dataclass(slots=True, kw_only=True)
+class Faults:
+    """Fault injection settings, applied to every job query.
+
+    ``latency`` (seconds) delays every job query. The probabilities
+    (``error_5xx``, ``throttle``, ``malformed``, ``no_status``, ``not_found``)
+    are each drawn per request, in the order throttle, 5xx, 404, malformed,
+    no status; the first that fires is the only one injected.
+    ``retry_after`` (seconds) is the ``Retry-After`` of injected 429s,
+    rounded up to whole seconds.
+    """
+
+    latency: float = 0.0
+    error_5xx: float = 0.0
+    throttle: float = 0.0
+    retry_after: float = 1.0
+    malformed: float = 0.0
+    no_status: float = 0.0
+    not_found: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` naming the first field out of range."""
+        for field in dataclasses.fields(self):
+            _check_fault_value(field.name, getattr(self, field.name))
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the settings as a plain dict (field order)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Apply a partial update, all or nothing.
+
+        Raises :class:`ValueError` for an unknown field or a bad value, and
+        then leaves the settings unchanged.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        checked: dict[str, float] = {}
+        for name, value in changes.items():
+            if name not in names:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(names))}")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number")
+            _check_fault_value(name, value)
+            checked[name] = float(value)
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+
+_PROBABILITY_FIELDS: Final = frozenset(
+    {"error_5xx", "throttle", "malformed", "no_status", "not_found"}
+)
+
+
+def _check_fault_value(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    if name in _PROBABILITY_FIELDS:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a probability between 0 and 1")
+    elif value < 0.0:
+        raise ValueError(f"{name} must be zero or more seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A real transition of a job or sub-job, for measuring detection lag.
+
+    ``at`` is the wall-clock unix time (per the simulator's clock) at which
+    the (sub-)job entered status ``to``; ``parent_job_id`` is None for a
+    top-level job.
+    """
+
+    job_id: str
+    parent_job_id: str | None
+    to: str
+    at: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the transition as a JSON-ready dict."""
+        return {
+            "job_id": self.job_id,
+            "parent_job_id": self.parent_job_id,
+            "to": self.to,
+            "at": self.at,
+        }
+
+
+@dataclass(slots=True)
+class _SubJob:
+    job_id: str
+    entity_id: str
+    begin: float  # wall-clock instants
+    running: float
+    end: float
+    failure: tuple[str, str] | None
+
+
+@dataclass(slots=True)
+class _Job:
+    job_id: str
+    project_id: str
+    job_type: str
+    spec: _JobSpec
+    duration: float  # simulated seconds, creation to terminal
+    begin: float  # wall-clock instants
+    running: float
+    end: float
+    failure: tuple[str, str] | None
+    entity_id: str | None  # jobs without sub-jobs
+    subs: tuple[_SubJob, ...] | None  # jobs with sub-jobs
+
+
+def _status(running: float, end: float, failed: bool, now: float) -> str:
+    if now < running:
+        return INIT
+    if now < end:
+        return RUNNING
+    return FAIL if failed else SUCCESS
+
+
+def format_time(t: float) -> str:
+    """Format a unix time the vendor's way: ``2016-04-25T20:04:47.591Z`` (UTC)."""
+    # Rounding (not truncating) keeps 1461614674.604 from printing as .603; it
+    # is monotonic, so a sub-job never appears to end after its parent.
+    millis = round(t * 1000)
+    seconds, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def _check_create_args(
+    job_type: object, project_id: object, count: object, fail: object, duration: object
+) -> None:
+    """Raise :class:`ValueError` if the arguments of a job creation are bad."""
+    if not isinstance(job_type, str):
+        raise TypeError("job_type must be a string")
+    if job_type not in _SPECS:
+        raise ValueError(f"job_type must be one of: {', '.join(JOB_TYPES)}")
+    if not isinstance(project_id, str):
+        raise TypeError("project_id must be a string")
+    if not _PROJECT_ID_RE.fullmatch(project_id):
+        raise ValueError("project_id must be 1-64 characters of [A-Za-z0-9_-]")
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError("count must be an integer")
+    if _SPECS[job_type].sub_job_type is None:
+        if count != 1:
+            raise ValueError(f"count must be 1 for {job_type}, which has no sub-jobs")
+    elif not 1 <= count <= MAX_SUB_JOBS:
+        raise ValueError(f"count must be between 1 and {MAX_SUB_JOBS}")
+    if not isinstance(fail, bool):
+        raise TypeError("fail must be true or false")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            raise TypeError("duration must be a number of seconds or null")
+        if not math.isfinite(duration) or not 0.0 <= duration <= MAX_DURATION:
+            raise ValueError(f"duration must be between 0 and {MAX_DURATION:.0f} seconds")
+
+
+class Simulator:
+    """The simulated ECS job API: job timelines, fault injection and the HTTP app.
+
+    ``speed`` compresses time: with ``speed=10`` a job of 60 simulated
+    seconds takes 6 s of wall time. The timestamps it reports are wall-clock
+    times from ``clock``. With ``token`` set, job queries must carry it in
+    ``X-Auth-Token``. ``seed`` makes job IDs, timelines and fault draws
+    reproducible.
+    """
+
+    def __init__(
+        self,
+        *,
+        speed: float = 1.0,
+        token: str | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(speed, bool) or not math.isfinite(speed) or speed <= 0:
+            raise ValueError("speed must be a positive number")
+        if token is not None and not token:
+            raise ValueError("token must not be empty")
+        self.speed: float = float(speed)
+        """Time compression factor (simulated seconds per wall second)."""
+        self.token: str | None = token
+        """The ``X-Auth-Token`` job queries must carry, or None for no auth."""
+        self.faults: Faults = faults if faults is not None else Faults()
+        """Current fault settings; mutable, changes apply to the next request."""
+        self.stats: collections.Counter[str] = collections.Counter()
+        """Job queries answered, by outcome (see ``OUTCOMES``)."""
+        self._clock = clock
+        self._rng = random.Random(seed)
+        # A separate stream, so the number of requests served does not change
+        # the timelines of jobs created afterwards.
+        self._fault_rng = random.Random(self._rng.getrandbits(64))
+        self._jobs: dict[str, _Job] = {}
+
+    # ----------------------------------------------------------------- jobs
+
+    def create_job(
+        self,
+        job_type: str = "createServer",
+        *,
+        project_id: str = DEFAULT_PROJECT_ID,
+        count: int = 1,
+        fail: bool = False,
+        duration: float | None = None,
+    ) -> str:
+        """Create a job starting now and return its 32-hex-digit job ID.
+
+        ``count`` is the number of sub-jobs (servers or NICs); job types
+        without sub-jobs (``resizeServer``) take only 1. With ``fail`` one
+        sub-job (if any) fails and the job ends in FAIL. ``duration`` is the
+        simulated seconds from creation to the terminal status; by default it
+        is drawn from a log-normal distribution typical of the job type, with
+        an occasional slow tail. Raises :class:`ValueError` for a bad value
+        and :class:`TypeError` for a value of the wrong type.
+        """
+        _check_create_args(job_type, project_id, count, fail, duration)
+        spec = _SPECS[job_type]
+        rng = self._rng
+        if duration is None:
+            duration = self._draw_duration(spec, count)
+        start = self._clock()
+        wall = float(duration) / self.speed
+
+        def at(fraction: float) -> float:
+            return start + wall * fraction
+
+        # Fractions of the job's duration: the job runs after 3-10 %, sub-jobs
+        # appear shortly after and run within the first 20 %, succeed within
+        # 55-93 % (a failure may come from 30 %), and the job ends at 100 %,
+        # after all its sub-jobs.
+        run_f = rng.uniform(0.03, 0.10)
+        failure: tuple[str, str] | None = rng.choice(spec.failures) if fail else None
+        entity_id: str | None = None
+        subs: tuple[_SubJob, ...] | None = None
+        if spec.sub_job_type is None:
+            entity_id = self._new_uuid()
+        else:
+            failing = rng.randrange(count) if fail else -1
+            made: list[_SubJob] = []
+            for i in range(count):
+                begin_f = run_f + rng.uniform(0.005, 0.05)
+                sub_run_f = begin_f + rng.uniform(0.005, 0.05)
+                sub_failed = i == failing
+                end_f = rng.uniform(0.30, 0.90) if sub_failed else rng.uniform(0.55, 0.93)
+                made.append(
+                    _SubJob(
+                        job_id=self._new_job_id(),
+                        entity_id=self._new_uuid(),
+                        begin=at(begin_f),
+                        running=at(sub_run_f),
+                        end=at(end_f),
+                        failure=failure if sub_failed else None,
+                    )
+                )
+            subs = tuple(made)
+        job_id = self._new_job_id()
+        self._jobs[job_id] = _Job(
+            job_id=job_id,
+            project_id=project_id,
+            job_type=job_type,
+            spec=spec,
+            duration=float(duration),
+            begin=start,
+            running=at(run_f),
+            end=at(1.0),
+            failure=failure,
+            entity_id=entity_id,
+            subs=subs,
+        )
+        return job_id
+
+    def job_ids(self) -> list[str]:
+        """Return the IDs of all jobs, oldest first."""
+        return list(self._jobs)
+
+    def transitions(self, job_id: str) -> list[Transition]:
+        """Return the transitions of a job and its sub-jobs reached by now.
+
+        They are in the order they happened; at equal times, causes come
+        before effects, so every sub-job's terminal transition precedes the
+        job's. Raises :class:`KeyError` for an unknown job.
+        """
+        job = self._jobs[job_id]
+        now = self._clock()
+        terminal = FAIL if job.failure is not None else SUCCESS
+        found = [
+            Transition(job_id, None, INIT, job.begin),
+            Transition(job_id, None, RUNNING, job.running),
+        ]
+        for sub in job.subs or ():
+            to = FAIL if sub.failure is not None else SUCCESS
+            found.append(Transition(sub.job_id, job_id, INIT, sub.begin))
+            found.append(Transition(sub.job_id, job_id, RUNNING, sub.running))
+            found.append(Transition(sub.job_id, job_id, to, sub.end))
+        found.append(Transition(job_id, None, terminal, job.end))
+        # The list is built in causal order and sort() is stable.
+        reached = [t for t in found if t.at <= now]
+        reached.sort(key=lambda t: t.at)
+        return reached
+
+    def job_body(self, job_id: str, now: float | None = None) -> dict[str, Any]:
+        """Return the vendor response body of a job at ``now`` (default: the clock).
+
+        Raises :class:`KeyError` for an unknown job.
+        """
+        job = self._jobs[job_id]
+        return _job_body(job, self._clock() if now is None else now)
+
+    def _draw_duration(self, spec: _JobSpec, count: int) -> float:
+        rng = self._rng
+        # Batches take somewhat longer than single operations.
+        median = spec.median_duration * (1.0 + 0.15 * math.log2(count))
+        seconds = rng.lognormvariate(math.log(median), spec.sigma)
+        if rng.random() < 0.05:  # the slow tail real clouds have
+            seconds *= rng.uniform(2.0, 5.0)
+        return min(max(seconds, 5.0), 3600.0)
+
+    def _new_job_id(self) -> str:
+        while True:
+            job_id = f"{self._rng.getrandbits(128):032x}"
+            if job_id not in self._jobs:
+                return job_id
+
+    def _new_uuid(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    # ----------------------------------------------------------------- HTTP
+
+    def app(self) -> web.Application:
+        """Build the aiohttp application serving the job API and ``/_sim/`` control."""
+        app = web.Application()
+        app.router.add_get("/v1/{project_id}/jobs/{job_id}", self._handle_job)
+        app.router.add_post("/_sim/jobs", self._handle_create)
+        app.router.add_get("/_sim/jobs", self._handle_list)
+        app.router.add_get("/_sim/jobs/{job_id}/transitions", self._handle_transitions)
+        app.router.add_get("/_sim/faults", self._handle_get_faults)
+        app.router.add_put("/_sim/faults", self._handle_put_faults)
+        app.router.add_get("/_sim/stats", self._handle_stats)
+        return app
+
+    def _draw_fault(self) -> str | None:
+        faults, rng = self.faults, self._fault_rng
+        for outcome, probability in (
+            ("429", faults.throttle),
+            ("5xx", faults.error_5xx),
+            ("404", faults.not_found),
+            ("malformed", faults.malformed),
+            ("no_status", faults.no_status),
+        ):
+            # random() < 1.0 always holds and < 0.0 never does, so 1 and 0 are exact.
+            if probability > 0.0 and rng.random() < probability:
+                return outcome
+        return None
+
+    async def _handle_job(self, request: web.Request) -> web.Response:
+        if self.faults.latency > 0:
+            await asyncio.sleep(self.faults.latency)
+        request_id = uuid.uuid4().hex
+        headers = {"X-Request-Id": request_id}
+        if self.token is not None:
+            given = request.headers.get("X-Auth-Token", "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                self.stats["unauthorized"] += 1
+                return _json(_vendor_error("Common.0013", "Invalid token."), 401, headers)
+        job = self._jobs.get(request.match_info["job_id"])
+        if job is None or job.project_id != request.match_info["project_id"]:
+            self.stats["unknown_job"] += 1
+            return _json(_vendor_error("Common.0011", "Failed to obtain the job."), 400, headers)
+        fault = self._draw_fault()
+        self.stats[fault or "ok"] += 1
+        if fault == "429":
+            limit = "policy user over ratelimit,limit:60,time:1 minute"
+            body = {
+                "error_code": "APIGW.0308",
+                "error_msg": f"The throttling threshold has been reached: {limit}",
+                "request_id": request_id,
+            }
+            headers["Retry-After"] = str(math.ceil(self.faults.retry_after))
+            return _json(body, 429, headers)
+        if fault == "5xx":
+            status = self._fault_rng.choice((500, 502, 503))
+            return _json(_vendor_error("Common.0001", "System error."), status, headers)
+        if fault == "404":
+            return _json(_vendor_error("Common.0011", "Failed to obtain the job."), 404, headers)
+        if fault == "no_status":
+            # The job API's own error form: code and message at the top level.
+            no_status = {"code": "Common.0021", "message": "Failed to obtain the job."}
+            return _json(no_status, 200, headers)
+        raw = orjson.dumps(_job_body(job, self._clock()))
+        if fault == "malformed":
+            # Any strict prefix of a JSON object is invalid JSON.
+            raw = raw[: max(1, len(raw) // 2)]
+        return web.Response(
+            body=raw, status=200, headers=headers, content_type=_JSON_TYPE, charset="UTF-8"
+        )
+
+    async def _handle_create(self, request: web.Request) -> web.Response:
+        try:
+            specs, batch = _parse_create_body(await _read_json(request))
+        except (TypeError, ValueError) as exc:
+            return _bad_request(str(exc))
+        # Everything was validated first, so a bad batch creates nothing.
+        ids = [self._create_from(spec) for spec in specs]
+        if batch:
+            return _json({"jobs": [{"job_id": job_id} for job_id in ids]}, 201)
+        return _json({"job_id": ids[0]}, 201)
+
+    def _create_from(self, spec: dict[str, Any]) -> str:
+        return self.create_job(
+            spec["job_type"],
+            project_id=spec["project_id"],
+            count=spec["count"],
+            fail=spec["fail"],
+            duration=spec["duration"],
+        )
+
+    async def _handle_list(self, request: web.Request) -> web.Response:
+        return _json({"job_ids": self.job_ids()})
+
+    async def _handle_transitions(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        if job_id not in self._jobs:
+            return _json({"error": "not_found", "message": f"no job {job_id}"}, 404)
+        return _json([t.to_dict() for t in self.transitions(job_id)])
+
+    async def _handle_get_faults(self, request: web.Request) -> web.Response:
+        return _json(self.faults.to_dict())
+
+    async def _handle_put_faults(self, request: web.Request) -> web.Response:
+        try:
+            data = await _read_json(request)
+            if not isinstance(data, dict):
+                return _bad_request("body must be a JSON object")
+            self.faults.update(data)
+        except (TypeError, ValueError) as exc:
+            return _bad_request(str(exc))
+        return _json(self.faults.to_dict())
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        counts = {outcome: self.stats[outcome] for outcome in OUTCOMES}
+        counts.update(self.stats)
+        return _json(counts)
+
+
+def _job_body(job: _Job, now: float) -> dict[str, Any]:
+    spec = job.spec
+    entities: dict[str, Any]
+    if job.subs is None or spec.sub_job_type is None:
+        entities = {spec.entity_key: job.entity_id}
+    else:
+        sub_type = spec.sub_job_type
+        sub_jobs = [_sub_body(sub, sub_type, spec, now) for sub in job.subs if now >= sub.begin]
+        entities = {"sub_jobs_total": len(job.subs), "sub_jobs": sub_jobs}
+    return _body(
+        status=_status(job.running, job.end, job.failure is not None, now),
+        entities=entities,
+        job_id=job.job_id,
+        job_type=job.job_type,
+        begin=job.begin,
+        end=job.end,
+        failure=job.failure,
+        now=now,
+    )
+
+
+def _sub_body(sub: _SubJob, sub_type: str, spec: _JobSpec, now: float) -> dict[str, Any]:
+    status = _status(sub.running, sub.end, sub.failure is not None, now)
+    entities: dict[str, str] = {}
+    # Like the real API, a creation's server_id / nic_id is known once it runs.
+    if not spec.creates_entity or status != INIT:
+        entities[spec.entity_key] = sub.entity_id
+    if status == FAIL and sub.failure is not None:
+        entities["errorcode_message"] = sub.failure[1]
+    return _body(
+        status=status,
+        entities=entities,
+        job_id=sub.job_id,
+        job_type=sub_type,
+        begin=sub.begin,
+        end=sub.end,
+        failure=sub.failure,
+        now=now,
+    )
+
+
+def _body(
+    *,
+    status: str,
+    entities: dict[str, Any],
+    job_id: str,
+    job_type: str,
+    begin: float,
+    end: float,
+    failure: tuple[str, str] | None,
+    now: float,
+) -> dict[str, Any]:
+    """One (sub-)job object, its keys in the vendor example's order."""
+    ended = now >= end
+    error_code, fail_reason = failure if ended and failure is not None else (None, None)
+    return {
+        "status": status,
+        "entities": entities,
+        "job_id": job_id,
+        "job_type": job_type,
+        "begin_time": format_time(begin),
+        "end_time": format_time(end) if ended else None,
+        "error_code": error_code,
+        "fail_reason": fail_reason,
+    }
+
+
+def _vendor_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _json(
+    data: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        headers=headers,
+        content_type=_JSON_TYPE,
+        charset="UTF-8",
+    )
+
+
+def _bad_request(message: str) -> web.Response:
+    return _json({"error": "bad_request", "message": message}, 400)
+
+
+async def _read_json(request: web.Request) -> object:
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("body is not valid JSON") from None
+
+
+_CREATE_KEYS: Final = frozenset({"job_type", "project_id", "count", "fail", "duration"})
+
+
+def _parse_create_body(data: object) -> tuple[list[dict[str, Any]], bool]:
+    """Validate a ``POST /_sim/jobs`` body; return the job specs and whether it is a batch."""
+    if not isinstance(data, dict):
+        raise TypeError("body must be a JSON object")
+    if "jobs" not in data:
+        return [_parse_job_request(data)], False
+    if len(data) != 1:
+        raise ValueError('a batch body has only the key "jobs"')
+    items = data["jobs"]
+    if not isinstance(items, list) or not items:
+        raise ValueError("jobs must be a non-empty list")
+    if len(items) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} jobs per request")
+    specs = []
+    for index, item in enumerate(items):
+        try:
+            specs.append(_parse_job_request(item))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"jobs[{index}]: {exc}") from None
+    return specs, True
+
+
+def _parse_job_request(item: object) -> dict[str, Any]:
+    """Validate one job of ``POST /_sim/jobs`` and fill in the defaults."""
+    if not isinstance(item, dict):
+        raise TypeError("a job must be a JSON object")
+    unknown = set(item) - _CREATE_KEYS
+    if unknown:
+        raise ValueError(f"unknown key(s): {', '.join(sorted(unknown))}")
+    spec: dict[str, Any] = {
+        "job_type": item.get("job_type", "createServer"),
+        "project_id": item.get("project_id", DEFAULT_PROJECT_ID),
+        "count": item.get("count", 1),
+        "fail": item.get("fail", False),
+        "duration": item.get("duration"),
+    }
+    _check_create_args(**spec)
+    return spec
+
+
+async def start_simulator(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
+    """Serve ``sim`` on a real socket; return the runner and the bound port.
+
+    ``port=0`` picks a free port. The caller stops the server with
+    ``await runner.cleanup()``.
+    """
+    runner = web.AppRunner(sim.app())
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = int(runner.addresses[0][1])
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, bound
+
+
+def run_standalone(
+    *,
+    host: str,
+    port: int,
+    speed: float,
+    token: str | None,
+    faults: Faults,
+    demo_jobs: int,
+    seed: int | None,
+) -> None:
+    """Run the simulator in the foreground until SIGINT or SIGTERM.
+
+    Creates ``demo_jobs`` jobs of assorted types (about one in four failing)
+    and prints one line per demo job and one with the listening URL.
+    """
+    if demo_jobs < 0:
+        raise ValueError("demo_jobs must be zero or more")
+    sim = Simulator(speed=speed, token=token, faults=faults, seed=seed)
+    asyncio.run(_serve(sim, host, port, demo_jobs))
+
+
+async def _serve(sim: Simulator, host: str, port: int, demo_jobs: int) -> None:
+    runner, bound = await start_simulator(sim, host, port)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Not available on Windows; Ctrl-C then ends asyncio.run() instead.
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+        _create_demo_jobs(sim, demo_jobs)
+        url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
+        auth = " X-Auth-Token required" if sim.token is not None else ""
+        print(
+            f"simulated ECS job API listening on {url} "
+            f"project_id={DEFAULT_PROJECT_ID} speed={sim.speed:g}{auth}",
+            flush=True,
+        )
+        if demo_jobs:
+            example = sim.job_ids()[0]
+            header = " -H 'X-Auth-Token: <token>'" if sim.token is not None else ""
+            print(f"try: curl{header} {url}/v1/{DEFAULT_PROJECT_ID}/jobs/{example}", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _create_demo_jobs(sim: Simulator, count: int) -> None:
+    for i in range(count):
+        job_type = JOB_TYPES[i % len(JOB_TYPES)]
+        has_subs = _SPECS[job_type].sub_job_type is not None
+        items = 1 + i % 3 if has_subs else 1
+        fail = i % 4 == 3
+        job_id = sim.create_job(job_type, count=items, fail=fail)
+        job = sim._jobs[job_id]
+        outcome = FAIL if fail else SUCCESS
+        subs = f"sub_jobs={items}" if has_subs else "no sub-jobs"
+        print(
+            f"demo job {job_id} {job_type} {subs} -> {outcome} "
+            f"after {job.duration:.1f}s simulated ({job.duration / sim.speed:.1f}s wall)",
+            flush=True,
+        )

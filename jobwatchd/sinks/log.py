@@ -1,0 +1,36 @@
+"""The ``log`` sink: one structured log line per event."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jobwatchd.config import SinkConfig
+from jobwatchd.logs import get_logger
+from jobwatchd.models import JOB_TRANSITION
+from jobwatchd.sinks import Delivery, SinkContext
+
+
+class LogSink:
+    """Logs ``job.transition`` / ``subjob.transition`` with the data fields as keys."""
+
+    def __init__(self, config: SinkConfig, context: SinkContext) -> None:
+        self.name = config.name
+        self._log = get_logger("jobwatchd.events")
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def deliver(self, batch: Sequence[Delivery]) -> None:
+        """Log each event."""
+        for item in batch:
+            cloud_event = item.cloud_event
+            name = (
+                "job.transition" if cloud_event["type"] == JOB_TRANSITION else "subjob.transition"
+            )
+            self._log.info(name, event_id=cloud_event["id"], **cloud_event["data"])
+
+    async def reopen(self) -> None:
+        """Nothing to reopen."""
+
+    async def close(self) -> None:
+        """Nothing to close."""

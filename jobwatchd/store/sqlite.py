@@ -1,0 +1,406 @@
+"""The embedded SQLite store (WAL), the default.
+
+All SQL runs on one dedicated thread that owns the connection, so the event
+loop never blocks on disk. WAL with ``synchronous=NORMAL`` keeps every
+committed transaction across a process crash (``kill -9``); only a power loss
+can drop the last few commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent, is_terminal
+from jobwatchd.store import ConflictError, Registration, StaleWriteError
+
+T = TypeVar("T")
+
+# Each entry upgrades the schema by one version; never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        account TEXT NOT NULL,
+        status TEXT NOT NULL,
+        terminal INTEGER NOT NULL,
+        registered_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        doc TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX jobs_by_status ON jobs (status, job_id);
+    CREATE INDEX jobs_active ON jobs (terminal, updated_at);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        recorded_at REAL NOT NULL
+    );
+    CREATE TABLE sink_positions (
+        sink TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+
+# Fields kept in the ``doc`` JSON column; the rest have columns of their own.
+_DOC_FIELDS = (
+    "job_type",
+    "begin_time",
+    "end_time",
+    "error_code",
+    "fail_reason",
+    "entities",
+    "timeout",
+    "polls",
+    "last_error",
+    "history",
+    "snapshot",
+)
+_JOB_COLUMNS = (
+    "job_id, project_id, account, status, registered_at, updated_at, version, labels, doc"
+)
+
+
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    doc: dict[str, Any] = orjson.loads(row["doc"])
+    return JobRecord(
+        job_id=row["job_id"],
+        project_id=row["project_id"],
+        account=row["account"],
+        status=row["status"],
+        registered_at=row["registered_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+        labels=orjson.loads(row["labels"]),
+        **{key: doc[key] for key in _DOC_FIELDS if key in doc},
+    )
+
+
+def _doc(job: JobRecord) -> str:
+    return orjson.dumps({key: getattr(job, key) for key in _DOC_FIELDS}).decode()
+
+
+def _event_from_row(row: sqlite3.Row) -> StoredEvent:
+    return StoredEvent(
+        seq=row["seq"],
+        event_id=row["event_id"],
+        job_id=row["job_id"],
+        type=row["type"],
+        payload=bytes(row["payload"]),
+    )
+
+
+class SQLiteStore:
+    """:class:`jobwatchd.store.Store` on an SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            raise RuntimeError("store is not open")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def open(self) -> None:
+        """Open the database file (creating its directory) and migrate it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobwatchd-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            _migrate(conn)
+            return conn
+
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        """Checkpoint the WAL and close."""
+        if self._conn is None or self._executor is None:
+            return
+
+        def shutdown(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+
+        await self._run(shutdown)
+        self._executor.shutdown(wait=True)
+        self._conn = None
+        self._executor = None
+
+    async def schema_version(self) -> int:
+        """The applied schema version."""
+        return await self._run(_current_version)
+
+    async def register(self, jobs: Sequence[NewJob], now: float) -> list[Registration]:
+        """Track ``jobs`` in one transaction; roll back all on a conflict."""
+
+        def work(conn: sqlite3.Connection) -> list[Registration]:
+            results: list[Registration] = []
+            with _transaction(conn):
+                for new in jobs:
+                    row = conn.execute(
+                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (new.job_id,)
+                    ).fetchone()
+                    if row is not None:
+                        if row["project_id"] != new.project_id:
+                            raise ConflictError(new.job_id, row["project_id"])
+                        results.append(Registration(_job_from_row(row), created=False))
+                        continue
+                    job = JobRecord(
+                        job_id=new.job_id,
+                        project_id=new.project_id,
+                        account=new.account,
+                        labels=dict(new.labels),
+                        timeout=new.timeout,
+                        registered_at=now,
+                        updated_at=now,
+                    )
+                    conn.execute(
+                        f"INSERT INTO jobs ({_JOB_COLUMNS}, terminal)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                        (
+                            job.job_id,
+                            job.project_id,
+                            job.account,
+                            job.status,
+                            job.registered_at,
+                            job.updated_at,
+                            job.version,
+                            orjson.dumps(job.labels).decode(),
+                            _doc(job),
+                        ),
+                    )
+                    results.append(Registration(job, created=True))
+            return results
+
+        return await self._run(work)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """One job, or None."""
+
+        def work(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            return None if row is None else _job_from_row(row)
+
+        return await self._run(work)
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        """Jobs ordered by id after ``after``, filtered by status and labels."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if after is not None:
+            clauses.append("job_id > ?")
+            params.append(after)
+        for key, value in (labels or {}).items():
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE key = ? AND value = ?)"
+            )
+            params.extend((key, value))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY job_id LIMIT ?"
+        params.append(limit)
+
+        def work(conn: sqlite3.Connection) -> list[JobRecord]:
+            return [_job_from_row(row) for row in conn.execute(query, params)]
+
+        return await self._run(work)
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Stop tracking ``job_id``; its recorded events stay in the log."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount > 0
+
+        return await self._run(work)
+
+    async def active_jobs(self) -> list[JobRecord]:
+        """Every job that still needs polling."""
+
+        def work(conn: sqlite3.Connection) -> list[JobRecord]:
+            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE terminal = 0")
+            return [_job_from_row(row) for row in rows]
+
+        return await self._run(work)
+
+    async def record(self, job: JobRecord, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        """Conditionally write ``job`` and append ``events`` atomically."""
+
+        def work(conn: sqlite3.Connection) -> list[StoredEvent]:
+            stored: list[StoredEvent] = []
+            with _transaction(conn):
+                updated = conn.execute(
+                    "UPDATE jobs SET status = ?, terminal = ?, updated_at = ?, version = ?,"
+                    " doc = ? WHERE job_id = ? AND version = ?",
+                    (
+                        job.status,
+                        int(is_terminal(job.status)),
+                        job.updated_at,
+                        job.version + 1,
+                        _doc(job),
+                        job.job_id,
+                        job.version,
+                    ),
+                ).rowcount
+                if updated != 1:
+                    raise StaleWriteError(job.job_id)
+                for event in events:
+                    cursor = conn.execute(
+                        "INSERT INTO events (event_id, job_id, type, payload, recorded_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (event.event_id, event.job_id, event.type, event.payload, job.updated_at),
+                    )
+                    assert cursor.lastrowid is not None
+                    stored.append(
+                        StoredEvent(
+                            seq=cursor.lastrowid,
+                            event_id=event.event_id,
+                            job_id=event.job_id,
+                            type=event.type,
+                            payload=event.payload,
+                        )
+                    )
+            return stored
+
+        stored = await self._run(work)
+        job.version += 1
+        return stored
+
+    async def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
+        """Events after ``seq`` in order."""
+
+        def work(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(
+                "SELECT seq, event_id, job_id, type, payload FROM events"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            return [_event_from_row(row) for row in rows]
+
+        return await self._run(work)
+
+    async def last_seq(self) -> int:
+        """The newest sequence number, 0 for an empty log."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT max(seq) FROM events").fetchone()
+            return int(row[0] or 0)
+
+        return await self._run(work)
+
+    async def get_position(self, sink: str) -> int:
+        """The sink's acknowledged position (0 when new)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sink_positions WHERE sink = ?", (sink,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._run(work)
+
+    async def set_position(self, sink: str, seq: int) -> None:
+        """Advance the sink's position, never backwards."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO sink_positions (sink, seq, updated_at) VALUES (?, ?, unixepoch())"
+                " ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq),"
+                " updated_at = excluded.updated_at",
+                (sink, seq),
+            )
+
+        await self._run(work)
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Jobs per status."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status")
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._run(work)
+
+    async def purge(self, before: float, sinks: Sequence[str]) -> tuple[int, int]:
+        """Delete old terminal jobs and old events every sink has acknowledged."""
+
+        def work(conn: sqlite3.Connection) -> tuple[int, int]:
+            with _transaction(conn):
+                jobs = conn.execute(
+                    "DELETE FROM jobs WHERE terminal = 1 AND updated_at < ?", (before,)
+                ).rowcount
+                positions = [
+                    conn.execute(
+                        "SELECT coalesce(max(seq), 0) FROM sink_positions WHERE sink = ?", (sink,)
+                    ).fetchone()[0]
+                    for sink in sinks
+                ]
+                delivered = min(positions, default=None)
+                if delivered is None:
+                    delivered = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[
+                        0
+                    ]
+                events = conn.execute(
+                    "DELETE FROM events WHERE recorded_at < ? AND seq <= ?", (before, delivered)
+                ).rowcount
+            return jobs, events
+
+        return await self._run(work)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = _current_version(conn)
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this jobwatchd"
+            f" supports ({len(MIGRATIONS)}); upgrade jobwatchd"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits first; wrap each step so it applies atomically.
+        conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")

@@ -1,0 +1,283 @@
+"""The HTTP API on a real socket, served by an in-process daemon against the simulator.
+
+Bad input must get a clear problem+json naming the field, and store nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from jobwatchd.config import load_config
+from jobwatchd.daemon import Daemon
+from jobwatchd.simulator import DEFAULT_PROJECT_ID
+from tests.conftest import RunningSimulator, write_config
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass
+class Api:
+    daemon: Daemon
+    session: aiohttp.ClientSession
+    url: str
+    sim: RunningSimulator
+
+    async def call(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any, str]:
+        payload = raw if raw is not None else (None if body is None else orjson.dumps(body))
+        data = None if payload is None else io.BytesIO(payload)
+        async with self.session.request(method, self.url + path, data=data) as resp:
+            content = await resp.read()
+            return resp.status, (orjson.loads(content) if content else None), resp.content_type
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    tmp_path: Path, sim: RunningSimulator, extra: str = ""
+) -> AsyncIterator[Api]:
+    config_path = write_config(
+        tmp_path / "c.toml",
+        endpoint=sim.url,
+        state_dir=tmp_path / "state",
+        extra=extra,
+        sinks='[[sinks]]\ntype = "file"\npath = "events.jsonl"\n',
+    )
+    daemon = Daemon(load_config(config_path))
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            await daemon.ready.wait()
+        async with aiohttp.ClientSession() as session:
+            yield Api(daemon, session, f"http://{daemon.address}", sim)
+    finally:
+        daemon.stop_requested.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+@pytest.fixture
+async def api(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Api]:
+    async with running_daemon(tmp_path, simulator) as running:
+        yield running
+
+
+async def test_register_get_list_delete(api: Api) -> None:
+    job_id = api.sim.sim.create_job("createServer", count=2, duration=60)
+    status, job, ctype = await api.call(
+        "POST", "/v1/jobs", {"job_id": job_id, "labels": {"team": "a"}}
+    )
+    assert (status, ctype) == (201, "application/json")
+    expected_keys = {
+        "job_id",
+        "project_id",
+        "account",
+        "status",
+        "terminal",
+        "job_type",
+        "begin_time",
+        "end_time",
+        "error_code",
+        "fail_reason",
+        "entities",
+        "labels",
+        "registered_at",
+        "updated_at",
+        "polls",
+        "next_poll_at",
+        "last_error",
+        "history",
+    }
+    assert set(job) == expected_keys
+    assert job["status"] == "PENDING" and job["project_id"] == DEFAULT_PROJECT_ID
+    status, again, _ = await api.call("POST", "/v1/jobs", {"job_id": job_id})
+    assert status == 200 and again["job_id"] == job_id
+    status, done, _ = await api.call("GET", f"/v1/jobs/{job_id}?wait=10")
+    assert status == 200 and done["status"] == "SUCCESS" and done["terminal"] is True
+    assert done["polls"] >= 1 and done["next_poll_at"] is None
+    assert [step["to"] for step in done["history"]][-1] == "SUCCESS"
+    assert done["history"][0]["from"] is None
+    status, listing, _ = await api.call("GET", "/v1/jobs?label=team=a")
+    assert status == 200 and [j["job_id"] for j in listing["jobs"]] == [job_id]
+    assert listing["next"] is None
+    status, listing, _ = await api.call("GET", "/v1/jobs?status=RUNNING")
+    assert listing["jobs"] == []
+    status, _, _ = await api.call("DELETE", f"/v1/jobs/{job_id}")
+    assert status == 204
+    status, problem, ctype = await api.call("GET", f"/v1/jobs/{job_id}")
+    assert (status, ctype) == (404, PROBLEM)
+    assert problem["status"] == 404 and job_id in problem["detail"]
+    status, _, _ = await api.call("DELETE", f"/v1/jobs/{job_id}")
+    assert status == 404
+
+
+async def test_list_paginates_with_cursor(api: Api) -> None:
+    ids = sorted(f"job-{n:03d}" for n in range(7))
+    status, body, _ = await api.call("POST", "/v1/jobs", {"jobs": [{"job_id": i} for i in ids]})
+    assert status == 201 and body["created"] == 7
+    seen: list[str] = []
+    after = ""
+    while True:
+        status, page, _ = await api.call("GET", f"/v1/jobs?limit=3{after}")
+        assert status == 200
+        seen.extend(job["job_id"] for job in page["jobs"])
+        if page["next"] is None:
+            break
+        after = f"&after={page['next']}"
+    assert seen == ids
+
+
+async def test_wait_returns_current_state_when_the_wait_elapses(api: Api) -> None:
+    job_id = api.sim.sim.create_job("createServer", duration=5000)
+    await api.call("POST", "/v1/jobs", {"job_id": job_id})
+    status, job, _ = await api.call("GET", f"/v1/jobs/{job_id}?wait=0.3")
+    assert status == 200 and job["terminal"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"job_id": "../../v2/secrets"}, "job_id"),
+        ({"job_id": "a/b"}, "job_id"),
+        ({"job_id": "a%2Fb"}, "job_id"),
+        ({"job_id": "a b"}, "job_id"),
+        ({"job_id": "x" * 65}, "job_id"),
+        ({"job_id": ""}, "job_id"),
+        ({"job_id": 12}, "job_id"),
+        ({"project_id": "p"}, "job_id"),
+        ({"job_id": "ok", "project_id": "p/../q"}, "project_id"),
+        ({"job_id": "ok", "account": "nobody"}, "account"),
+        ({"job_id": "ok", "labels": {"k": 1}}, "labels.k"),
+        ({"job_id": "ok", "labels": {str(n): "v" for n in range(33)}}, "labels"),
+        ({"job_id": "ok", "labels": {"k": "v" * 257}}, "labels.k"),
+        ({"job_id": "ok", "labels": ["a"]}, "labels"),
+        ({"job_id": "ok", "timeout": -1}, "timeout"),
+        ({"job_id": "ok", "timeout": "soon"}, "timeout"),
+        ({"job_id": "ok", "endpoint": "http://evil.example"}, "endpoint"),
+        ({"jobs": []}, "jobs"),
+        ({"jobs": "a"}, "jobs"),
+        ({"jobs": [{"job_id": "ok"}, {"job_id": "bad/id"}]}, "jobs[1].job_id"),
+        ({"jobs": [{"job_id": "ok"}], "extra": 1}, "extra"),
+        ([1, 2], "body"),
+    ],
+)
+async def test_bad_registrations_are_rejected_and_store_nothing(
+    api: Api, body: Any, field: str
+) -> None:
+    status, problem, ctype = await api.call("POST", "/v1/jobs", body)
+    assert (status, ctype) == (400, PROBLEM), problem
+    assert problem["field"] == field
+    assert problem["status"] == 400 and field in problem["detail"]
+    _, listing, _ = await api.call("GET", "/v1/jobs")
+    assert listing["jobs"] == []
+
+
+async def test_bad_json_and_oversize_bodies(api: Api) -> None:
+    status, problem, ctype = await api.call("POST", "/v1/jobs", raw=b'{"job_id": ')
+    assert (status, ctype, problem["field"]) == (400, PROBLEM, "body")
+    big = orjson.dumps(
+        {"jobs": [{"job_id": f"j{n}", "labels": {"k": "v" * 200}} for n in range(6000)]}
+    )
+    assert len(big) > 1024 * 1024
+    status, problem, ctype = await api.call("POST", "/v1/jobs", raw=big)
+    assert (status, ctype) == (413, PROBLEM)
+    assert "api.max_body" in problem["detail"]
+    _, listing, _ = await api.call("GET", "/v1/jobs")
+    assert listing["jobs"] == []
+
+
+async def test_batch_over_max_batch_is_refused(api: Api) -> None:
+    too_many = {"jobs": [{"job_id": f"j{n}"} for n in range(1001)]}
+    status, problem, _ = await api.call("POST", "/v1/jobs", too_many)
+    assert status == 400 and "api.max_batch" in problem["detail"]
+
+
+async def test_conflicting_project_is_409_and_batch_is_atomic(api: Api) -> None:
+    status, _, _ = await api.call("POST", "/v1/jobs", {"job_id": "shared", "project_id": "projA"})
+    assert status == 201
+    batch = {"jobs": [{"job_id": "fresh"}, {"job_id": "shared", "project_id": "projB"}]}
+    status, problem, ctype = await api.call("POST", "/v1/jobs", batch)
+    assert (status, ctype) == (409, PROBLEM)
+    assert problem["job_id"] == "shared"
+    status, _, _ = await api.call("GET", "/v1/jobs/fresh")
+    assert status == 404, "nothing of a refused batch is stored"
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/jobs/a.b", "job_id"),
+        ("/v1/jobs/ok?wait=abc", "wait"),
+        ("/v1/jobs/ok?wait=-1", "wait"),
+        ("/v1/jobs/ok?wait=nan", "wait"),
+        ("/v1/jobs?limit=0", "limit"),
+        ("/v1/jobs?limit=x", "limit"),
+        ("/v1/jobs?label=novalue", "label"),
+        ("/v1/jobs?after=../x", "after"),
+    ],
+)
+async def test_bad_query_parameters(api: Api, path: str, field: str) -> None:
+    status, problem, ctype = await api.call("GET", path)
+    assert (status, ctype) == (400, PROBLEM)
+    assert problem["field"] == field
+
+
+async def test_unknown_route_and_method_are_problems(api: Api) -> None:
+    status, problem, ctype = await api.call("GET", "/v2/nothing")
+    assert (status, ctype, problem["status"]) == (404, PROBLEM, 404)
+    status, problem, ctype = await api.call("PUT", "/v1/jobs")
+    assert (status, ctype) == (405, PROBLEM)
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    status, health, _ = await api.call("GET", "/healthz")
+    assert status == 200 and health["status"] == "ok"
+    status, ready, _ = await api.call("GET", "/readyz")
+    assert status == 200 and ready["status"] == "ready"
+    assert "default" in ready["accounts"]
+
+
+async def test_bearer_token_when_configured(tmp_path: Path, simulator: RunningSimulator) -> None:
+    token_file = tmp_path / "api-token"
+    token_file.write_text("s3cret-token\n")
+    token_file.chmod(0o600)
+    path = write_config(
+        tmp_path / "t.toml",
+        endpoint=simulator.url,
+        state_dir=tmp_path / "state2",
+        listen="127.0.0.1:0",
+    )
+    text = path.read_text().replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n')
+    path.write_text(text)
+    daemon = Daemon(load_config(path))
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            await daemon.ready.wait()
+        url = f"http://{daemon.address}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/v1/jobs") as resp:
+                assert resp.status == 401
+                assert resp.content_type == PROBLEM
+            async with session.get(
+                f"{url}/v1/jobs", headers={"Authorization": "Bearer wrong"}
+            ) as resp:
+                assert resp.status == 401
+            async with session.get(
+                f"{url}/v1/jobs", headers={"Authorization": "Bearer s3cret-token"}
+            ) as resp:
+                assert resp.status == 200
+            async with session.get(f"{url}/healthz") as resp:
+                assert resp.status == 200
+    finally:
+        daemon.stop_requested.set()
+        assert await asyncio.wait_for(task, 20) == 0

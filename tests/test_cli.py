@@ -1,0 +1,167 @@
+"""The real console script against a real daemon and the simulator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import DaemonProcess, RunningSimulator, write_config
+
+JOBWATCHD = [sys.executable, "-m", "jobwatchd"]
+
+
+def cli(
+    *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*JOBWATCHD, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> DaemonProcess:
+    config = write_config(
+        tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=tmp_path / "state"
+    )
+    running = daemon_factory(config)
+    running.start()
+    return running
+
+
+def test_register_and_wait_exit_codes(
+    daemon: DaemonProcess, threaded_simulator: RunningSimulator
+) -> None:
+    sim = threaded_simulator.sim
+    ok = sim.create_job("createServer", count=2, duration=50)
+    failing = sim.create_job("createServer", count=2, fail=True, duration=50)
+    slow = sim.create_job("deleteServer", duration=5000)
+    api = ["--api", str(daemon.address)]
+
+    registered = cli("register", ok, failing, slow, "--label", "team=ci", *api)
+    assert registered.returncode == 0, registered.stderr
+    assert f"{ok} tracked" in registered.stdout
+
+    success = cli("wait", ok, *api, "--timeout", "30")
+    assert success.returncode == 0, success.stdout + success.stderr
+    assert f"{ok} SUCCESS" in success.stdout
+
+    failed = cli("wait", ok, failing, *api, "--timeout", "30")
+    assert failed.returncode == 1
+    assert f"{failing} FAIL" in failed.stdout
+
+    timed_out = cli("wait", slow, *api, "--timeout", "0.5")
+    assert timed_out.returncode == 124
+    assert "timed out" in timed_out.stdout
+
+    as_json = cli("status", ok, "--json", *api)
+    assert as_json.returncode == 0
+    assert orjson.loads(as_json.stdout)["status"] == "SUCCESS"
+
+    listed = cli("list", "--json", "--label", "team=ci", *api)
+    assert sorted(job["job_id"] for job in orjson.loads(listed.stdout)) == sorted(
+        [ok, failing, slow]
+    )
+
+    cancelled = cli("cancel", slow, *api)
+    assert cancelled.returncode == 0
+    gone = cli("status", slow, *api)
+    assert gone.returncode == 2 and "not tracked" in gone.stderr
+
+
+def test_register_wait_in_one_step(
+    daemon: DaemonProcess, threaded_simulator: RunningSimulator
+) -> None:
+    job = threaded_simulator.sim.create_job("addNics", count=2, duration=40)
+    result = cli(
+        "register", job, "--wait", "--timeout", "30", "--json", "--api", str(daemon.address)
+    )
+    assert result.returncode == 0, result.stderr
+    (final,) = orjson.loads(result.stdout)
+    assert final["status"] == "SUCCESS"
+
+
+def test_usage_and_connection_errors_exit_2(daemon: DaemonProcess, tmp_path: Path) -> None:
+    unknown = cli("wait", "not-tracked-anywhere", "--api", str(daemon.address))
+    assert unknown.returncode == 2 and "not tracked" in unknown.stderr
+    bad_id = cli("wait", "../etc", "--api", str(daemon.address))
+    assert bad_id.returncode == 2 and "JOB_ID" in bad_id.stderr
+    nothing_there = cli("wait", "abc", "--api", "127.0.0.1:9", "--timeout", "5")
+    assert nothing_there.returncode == 2 and "cannot reach" in nothing_there.stderr
+    no_args = cli("wait")
+    assert no_args.returncode == 2
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    secret = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LTEyMzQ1Njc4OTA="
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}"
+
+[[accounts]]
+name = "default"
+endpoint = "http://127.0.0.1:1"
+project_id = "p1"
+auth = "none"
+
+[[sinks]]
+type = "webhook"
+url = "https://hooks.example.com/x"
+secret = "{secret}"
+"""
+    )
+    result = cli("check-config", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout and secret[6:] not in result.stdout
+    assert "https://hooks.example.com/x" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key"),
+    [
+        ('[polling]\nmin_interval = "soon"\n', "polling.min_interval"),
+        ("[polling]\nconcurrency = 0\n", "polling.concurrency"),
+        ('[api]\nlisten = "nowhere"\n', "api.listen"),
+        ('[daemon]\nlog_level = "loud"\n', "daemon.log_level"),
+        (
+            '[[accounts]]\nname = "a"\nendpoint = "ftp://x"\nproject_id = "p"\nauth = "none"\n',
+            "accounts[0].endpoint",
+        ),
+        (
+            '[[accounts]]\nname = "a"\nendpoint = "https://x"\nproject_id = "p"\n'
+            'auth = "token"\ntoken_file = "/nonexistent/token"\n',
+            "accounts[0].token_file",
+        ),
+        ('[[sinks]]\ntype = "file"\n', "sinks[0].path"),
+        ("[nonsense]\n", "nonsense"),
+        ("this is = not toml [", "config"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_bad_config_exits_2_with_one_line_naming_the_key(
+    tmp_path: Path, snippet: str, key: str, command: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(snippet)
+    result = cli(command, "-c", str(config), timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
