@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: start the daemon against the built-in simulated cloud
 run: $(STAMP)
-	$(BIN)/jobwatchd run --simulate
+	$(BIN)/jobwatchd run --simulate -c config/simulate.toml
 
 ## test: lint, type-check and run the whole test suite
 test: lint unit
