@@ -68,6 +68,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         malformed=args.fault_malformed,
         no_status=args.fault_no_status,
         not_found=args.fault_404,
+        rejected=args.fault_400,
     )
     run_standalone(
         host=args.host,
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fault-malformed", type=_probability, default=0.0)
     sim.add_argument("--fault-no-status", type=_probability, default=0.0)
     sim.add_argument("--fault-404", type=_probability, default=0.0)
+    sim.add_argument("--fault-400", type=_probability, default=0.0, help="permanent rejections")
 
     command("check-config", cmd_check_config, "Validate and print the effective config.")
 

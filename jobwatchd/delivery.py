@@ -26,9 +26,16 @@ class SinkRunner:
     """Feeds one sink from the event log."""
 
     def __init__(
-        self, sink: Sink, sink_filter: SinkFilter, store: Store, *, batch_size: int = 500
+        self,
+        sink: Sink,
+        sink_filter: SinkFilter,
+        store: Store,
+        *,
+        batch_size: int = 500,
+        retry: BackoffPolicy = RETRY,
     ) -> None:
         self.sink = sink
+        self.retry = retry
         self.filter = sink_filter
         self.store = store
         self.batch_size = batch_size
@@ -68,7 +75,7 @@ class SinkRunner:
                     break
                 except Exception as exc:
                     self.failures += 1
-                    delay = RETRY.interval(attempt, self._rng.random())
+                    delay = self.retry.interval(attempt, self._rng.random())
                     attempt += 1
                     log.warning(
                         "sink.delivery_failed",

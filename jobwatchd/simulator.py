@@ -169,6 +169,7 @@ OUTCOMES: Final[tuple[str, ...]] = (
     "malformed",
     "no_status",
     "404",
+    "400",
     "unknown_job",
     "unauthorized",
 )
@@ -179,9 +180,10 @@ class Faults:
     """Fault injection settings, applied to every job query.
 
     ``latency`` (seconds) delays every job query. The probabilities
-    (``error_5xx``, ``throttle``, ``malformed``, ``no_status``, ``not_found``)
-    are each drawn per request, in the order throttle, 5xx, 404, malformed,
-    no status; the first that fires is the only one injected.
+    (``error_5xx``, ``throttle``, ``malformed``, ``no_status``, ``not_found``,
+    ``rejected``) are each drawn per request, in the order throttle, 5xx, 404,
+    malformed, no status, rejected (a 400 other than "invalid job ID"); the
+    first that fires is the only one injected.
     ``retry_after`` (seconds) is the ``Retry-After`` of injected 429s,
     rounded up to whole seconds.
     """
@@ -193,6 +195,7 @@ class Faults:
     malformed: float = 0.0
     no_status: float = 0.0
     not_found: float = 0.0
+    rejected: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -226,7 +229,7 @@ class Faults:
 
 
 _PROBABILITY_FIELDS: Final = frozenset(
-    {"error_5xx", "throttle", "malformed", "no_status", "not_found"}
+    {"error_5xx", "throttle", "malformed", "no_status", "not_found", "rejected"}
 )
 
 
@@ -526,6 +529,7 @@ class Simulator:
             ("404", faults.not_found),
             ("malformed", faults.malformed),
             ("no_status", faults.no_status),
+            ("400", faults.rejected),
         ):
             # random() < 1.0 always holds and < 0.0 never does, so 1 and 0 are exact.
             if probability > 0.0 and rng.random() < probability:
@@ -562,6 +566,10 @@ class Simulator:
             return _json(_vendor_error("Common.0001", "System error."), status, headers)
         if fault == "404":
             return _json(_vendor_error("Common.0011", "Failed to obtain the job."), 404, headers)
+        if fault == "400":
+            # A permanent rejection other than "Invalid job ID".
+            body = _vendor_error("Ecs.0005", "Invalid request parameter.")
+            return _json(body, 400, headers)
         if fault == "no_status":
             # The job API's own error form: code and message at the top level.
             no_status = {"code": "Common.0021", "message": "Failed to obtain the job."}

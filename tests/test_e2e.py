@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -203,18 +204,23 @@ def test_faulty_upstream_changes_nothing_but_pace(
     [
         ({"job_id": "0" * 32}, "NOT_FOUND"),  # unknown upstream: Common.0011 past the grace
         (None, "TIMEOUT"),  # a long job with a short per-job timeout
+        ("rejected", "ERROR"),  # another 400, three times in a row
     ],
 )
 def test_daemon_decided_terminal_statuses(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
     daemon_factory: Callable[[Path], DaemonProcess],
-    registration: dict[str, Any] | None,
+    registration: dict[str, Any] | str | None,
     expected: str,
 ) -> None:
     if registration is None:
         long_job = threaded_simulator.sim.create_job("createServer", duration=3000)
         registration = {"job_id": long_job, "timeout": 0.5}
+    elif registration == "rejected":
+        threaded_simulator.sim.faults.rejected = 1.0
+        registration = {"job_id": threaded_simulator.sim.create_job("createServer")}
+    assert isinstance(registration, dict)
     state = tmp_path / "state"
     config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
     daemon = daemon_factory(config)
@@ -227,6 +233,9 @@ def test_daemon_decided_terminal_statuses(
     assert job["status"] == expected
     assert job["terminal"] is True
     assert job["history"][-1]["to"] == expected
+    if expected == "ERROR":
+        assert job["polls"] == 3
+        assert job["last_error"]["http_status"] == 400
     events = wait_until(
         lambda: [
             e
@@ -236,4 +245,65 @@ def test_daemon_decided_terminal_statuses(
         timeout=10,
     )
     assert events[-1]["data"]["to"] == expected
+    assert daemon.stop() == 0
+
+
+def test_sighup_reopens_the_file_sink_for_logrotate(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> None:
+    sim = threaded_simulator.sim
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
+    daemon = daemon_factory(config)
+    daemon.start()
+    events_path = state / "events.jsonl"
+    before = sim.create_job("resizeServer", duration=20)
+    http("POST", f"{daemon.url}/v1/jobs", {"job_id": before})
+    wait_until(lambda: all_terminal(daemon, [before]), timeout=20)
+    wait_until(lambda: any(e["data"]["terminal"] for e in read_events(events_path)), timeout=10)
+    rotated = events_path.with_suffix(".jsonl.1")
+    events_path.rename(rotated)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: any(r.get("event") == "daemon.reopening_sinks" for r in daemon.log_records()),
+        timeout=10,
+    )
+    after = sim.create_job("resizeServer", duration=20)
+    http("POST", f"{daemon.url}/v1/jobs", {"job_id": after})
+    wait_until(lambda: all_terminal(daemon, [after]), timeout=20)
+    wait_until(lambda: any(e["data"]["terminal"] for e in read_events(events_path)), timeout=10)
+    assert {e["subject"] for e in read_events(events_path)} == {after}
+    assert {e["subject"] for e in read_events(rotated)} == {before}
+    assert daemon.stop() == 0
+
+
+def test_terminal_jobs_are_purged_after_retention(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> None:
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint=threaded_simulator.url,
+        state_dir=state,
+        extra_polling='retention = "1s"',
+    )
+    daemon = daemon_factory(config)
+    daemon.start()
+    job_id = threaded_simulator.sim.create_job("resizeServer", duration=20)
+    http("POST", f"{daemon.url}/v1/jobs", {"job_id": job_id})
+    status, job, _ = http("GET", f"{daemon.url}/v1/jobs/{job_id}?wait=20")
+    assert (status, job["status"]) == (200, "SUCCESS")
+    wait_until(
+        lambda: http("GET", f"{daemon.url}/v1/jobs/{job_id}")[0] == 404,
+        timeout=15,
+        what="purge",
+    )
+    assert any(r.get("event") == "store.purged" for r in daemon.log_records())
+    # the file sink had every event before the purge removed them from the log
+    assert any(e["data"]["terminal"] for e in read_events(state / "events.jsonl"))
     assert daemon.stop() == 0

@@ -417,6 +417,17 @@ async def test_not_found_fault_gives_404_with_vendor_body(
     assert sim.stats["404"] == 1
 
 
+async def test_rejected_fault_gives_400_with_another_vendor_code(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    job_id = sim.create_job()
+    sim.faults.rejected = 1.0
+    status, body = await get_job(http, job_id)
+    assert status == 400
+    assert body["error"]["code"] not in ("Common.0011", "APIGW.0308")
+    assert sim.stats["400"] == 1
+
+
 async def test_latency_fault_delays_job_queries(
     sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
