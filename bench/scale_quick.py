@@ -119,7 +119,10 @@ jitter = 0.0
         registration = time.monotonic() - started
         first = call("GET", f"{base}/readyz")["polls"]
         cpu_before, t_before = cpu_seconds(daemon.pid), time.monotonic()
-        time.sleep(args.window)
+        if os.environ.get("PROFILE"):
+            subprocess.run(["py-spy", "record", "-d", str(int(args.window)), "-o", os.environ["PROFILE"], "-f", "raw", "-p", str(daemon.pid)], check=False)
+        else:
+            time.sleep(args.window)
         polls = call("GET", f"{base}/readyz")["polls"] - first
         elapsed = time.monotonic() - t_before
         cpu = cpu_seconds(daemon.pid) - cpu_before

@@ -13,6 +13,7 @@ import enum
 import math
 import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,18 @@ class TokenAuth:
         return self._token != old
 
 
+def proxy_for(url: URL) -> str | None:
+    """The proxy for ``url`` from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
+
+    Resolved once per client rather than per request: aiohttp's ``trust_env``
+    re-reads the environment and ``~/.netrc`` on every request, which
+    dominated the cost of a poll.
+    """
+    if url.host is None or urllib.request.proxy_bypass(url.host):
+        return None
+    return urllib.request.getproxies().get(url.scheme)
+
+
 class UpstreamClient:
     """Queries one account's endpoint with a pooled keep-alive session."""
 
@@ -215,6 +228,7 @@ class UpstreamClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
+        self.proxy = proxy_for(self.endpoint)
 
     async def start(self) -> None:
         """Open the connection pool."""
@@ -226,7 +240,7 @@ class UpstreamClient:
             connector=connector,
             timeout=self._timeout,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY
+            trust_env=False,  # the proxy is resolved once, in proxy_for
             raise_for_status=False,
         )
 
@@ -251,7 +265,7 @@ class UpstreamClient:
             headers: dict[str, str] = {}
             try:
                 await self.auth.apply("GET", url, headers)
-                async with self._session.get(url, headers=headers) as resp:
+                async with self._session.get(url, headers=headers, proxy=self.proxy) as resp:
                     body = await resp.read()
                     outcome = classify(resp.status, resp.headers, body, now=time.time())
             except (TimeoutError, aiohttp.ClientError) as exc:

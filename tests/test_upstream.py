@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
-from jobwatchd.upstream import NoAuth, OutcomeKind, TokenAuth, UpstreamClient
+from jobwatchd.upstream import NoAuth, OutcomeKind, TokenAuth, UpstreamClient, proxy_for
 from tests.conftest import RunningSimulator
 
 
@@ -78,3 +79,26 @@ async def test_connection_errors_are_transient() -> None:
         await client.close()
     assert outcome.kind is OutcomeKind.TRANSIENT
     assert outcome.error is not None and outcome.error.http_status is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "expected"),
+    [
+        ({}, "https://ecs.example.com", None),
+        ({"https_proxy": "http://proxy:3128"}, "https://ecs.example.com", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://ecs.example.com", None),
+        (
+            {"https_proxy": "http://proxy:3128", "no_proxy": "example.com"},
+            "https://ecs.example.com",
+            None,
+        ),
+    ],
+)
+def test_proxy_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(URL(url)) == expected
