@@ -20,8 +20,9 @@ EVENT_NAMESPACE = uuid.UUID("8d3c5f7e-4b1a-5c9e-9f0d-6a2b7c4e1f30")
 
 def event_id(job_id: str, transition: Transition) -> str:
     """The stable id of ``transition`` of job ``job_id``."""
-    name = f"{job_id}/{transition.subject}/{transition.ordinal}/{transition.to_status}"
-    return str(uuid.uuid5(EVENT_NAMESPACE, name))
+    # A JSON array keeps the parts apart whatever characters upstream sends.
+    name = orjson.dumps([job_id, transition.subject, transition.ordinal, transition.to_status])
+    return str(uuid.uuid5(EVENT_NAMESPACE, name.decode()))
 
 
 def _job_data(

@@ -8,6 +8,7 @@ one pooled aiohttp session per account, credentials from an
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import enum
 import math
@@ -86,6 +87,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             moment = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if moment.tzinfo is None:  # asctime form: RFC 9110 dates are always GMT
+            moment = moment.replace(tzinfo=dt.UTC)
         seconds = moment.timestamp() - now
     if math.isnan(seconds):
         return None
@@ -111,6 +114,11 @@ def vendor_error(body: object) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _optional(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) else None
+
+
 def _decode(body: bytes) -> object:
     try:
         return orjson.loads(body)
@@ -121,7 +129,17 @@ def _decode(body: bytes) -> object:
 def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float) -> Outcome:
     """Map one HTTP answer to an :class:`Outcome`. Pure."""
     decoded = _decode(body)
-    code, message = vendor_error(decoded)
+    if (
+        status == 200
+        and isinstance(decoded, Mapping)
+        and "status" in decoded
+        and not isinstance(decoded.get("error"), Mapping)
+    ):
+        # A job document: its error_code/fail_reason describe the job, not the
+        # query. Only top-level code/message report a query problem.
+        code, message = _optional(decoded, "code"), _optional(decoded, "message")
+    else:
+        code, message = vendor_error(decoded)
 
     def error(default: str) -> UpstreamError:
         return UpstreamError(code=code, message=message or default, http_status=status)
@@ -225,6 +243,7 @@ class UpstreamClient:
         self.endpoint = URL(endpoint)
         self.auth = auth
         self._pool_size = pool_size
+        self.request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None

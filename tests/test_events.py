@@ -114,8 +114,8 @@ SUBJOB_DATA_KEYS = {
     "labels",
     "observed_at",
 }
-FAST = settings(max_examples=200, deadline=None)
-LIVES = settings(max_examples=100, deadline=None)
+FAST = settings(max_examples=30, deadline=None)
+LIVES = settings(max_examples=40, deadline=None)
 
 
 def record_for(
@@ -358,7 +358,9 @@ def test_build_events_of_no_transitions_is_empty() -> None:
 
 def job_transition(ordinal: int, to_status: str, subject: str = "") -> Transition:
     """A bare job transition (the id only depends on subject, ordinal and target)."""
-    return Transition(kind="job", subject=subject, ordinal=ordinal, from_status=None, to_status=to_status)
+    return Transition(
+        kind="job", subject=subject, ordinal=ordinal, from_status=None, to_status=to_status
+    )
 
 
 def test_event_id_is_a_uuid5_in_the_jobwatchd_namespace() -> None:
@@ -367,14 +369,13 @@ def test_event_id_is_a_uuid5_in_the_jobwatchd_namespace() -> None:
     parsed = uuid.UUID(identifier)
     assert parsed.version == 5
     assert str(parsed) == identifier
-    assert identifier == str(uuid.uuid5(EVENT_NAMESPACE, f"{JOB_ID}//0/INIT"))
+    name = orjson.dumps([JOB_ID, "", 0, INIT]).decode()
+    assert identifier == str(uuid.uuid5(EVENT_NAMESPACE, name))
 
 
 def test_event_id_ignores_from_status_and_details() -> None:
     base = job_transition(3, RUNNING)
-    assert event_id(JOB_ID, base) == event_id(
-        JOB_ID, dataclasses.replace(base, from_status=INIT)
-    )
+    assert event_id(JOB_ID, base) == event_id(JOB_ID, dataclasses.replace(base, from_status=INIT))
 
 
 @pytest.mark.parametrize(
@@ -404,11 +405,6 @@ def test_event_ids_are_stable_across_redelivery_and_observation_time(
     assert [event.payload for event in again] != [event.payload for event in events]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="event_id joins job/subject/ordinal/status with '/' unescaped: upstream sub-job ids"
-    " and statuses containing '/' can make two different transitions share one id",
-)
 def test_event_ids_do_not_collide_for_subjects_or_statuses_containing_slashes() -> None:
     # Both render as "<job>/a/0/X/1/Y" before hashing.
     first = Transition(kind="subjob", subject="a", ordinal=0, from_status=None, to_status="X/1/Y")
@@ -437,7 +433,7 @@ def life_body(status: str, subs: Sequence[tuple[str, str]]) -> dict[str, Any]:
 def job_lives(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Random response bodies for one job with random sub-jobs."""
     bodies = []
-    for _ in range(draw(st.integers(min_value=1, max_value=10))):
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
         ids = draw(st.lists(st.sampled_from(SUB_IDS), unique=True, max_size=len(SUB_IDS)))
         subs = [(sub_id, draw(st.sampled_from(STATUSES))) for sub_id in ids]
         bodies.append(life_body(draw(st.sampled_from(STATUSES)), subs))
@@ -465,7 +461,10 @@ def test_event_ids_never_repeat_across_a_life_and_are_reproducible(
     if ending is not None:
         transitions, snap = conclude(snap, ending)
         events += build_events(
-            record_for(None, status=snap.status), transitions, response=None, observed_at=observed_at
+            record_for(None, status=snap.status),
+            transitions,
+            response=None,
+            observed_at=observed_at,
         )
         all_transitions += transitions
 

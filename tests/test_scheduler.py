@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from jobwatchd.scheduler import Scheduler
+from tests.conftest import async_wait_until
 
 
 @pytest.fixture
@@ -24,6 +25,12 @@ async def running() -> AsyncIterator[tuple[Scheduler, asyncio.Queue[str]]]:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def settle() -> None:
+    """Give the scheduler loop many turns, to see that it dispatches nothing more."""
+    for _ in range(50):
+        await asyncio.sleep(0)
 
 
 async def take(queue: asyncio.Queue[str], count: int) -> list[str]:
@@ -63,19 +70,13 @@ async def test_rate_limit_bounds_dispatches() -> None:
     task = asyncio.create_task(scheduler.run())
     try:
         # With the clock frozen only the burst (= rate) may pass.
-        async with asyncio.timeout(5):
-            while queue.qsize() < 5:
-                await asyncio.sleep(0.01)
-        for _ in range(10):
-            await asyncio.sleep(0.01)
+        await async_wait_until(lambda: queue.qsize() >= 5, timeout=5)
+        await settle()
         assert queue.qsize() == 5
         now[0] += 1.0  # one second later: five more tokens
         scheduler.schedule("nudge", "slow", 100.0)  # wake the loop
-        async with asyncio.timeout(5):
-            while queue.qsize() < 10:
-                await asyncio.sleep(0.01)
-        for _ in range(10):
-            await asyncio.sleep(0.01)
+        await async_wait_until(lambda: queue.qsize() >= 10, timeout=5)
+        await settle()
         assert queue.qsize() == 10
     finally:
         task.cancel()

@@ -1,4 +1,4 @@
-"""Tests of jobwatchd.statemachine: parsing, transitions, sticky terminal states (PRODUCT §2, §3)."""
+"""Tests of jobwatchd.statemachine: parsing, transitions, sticky terminal (PRODUCT §2, §3)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ VENDOR_EXAMPLE_BYTES = b"""
 SUB_ID = "2c9eb2c5544cbf6101544f0635672b60"
 UPSTREAM_TERMINAL = (SUCCESS, FAIL)
 OWN_TERMINAL = (TIMEOUT, NOT_FOUND, ERROR)
-FAST = settings(max_examples=200, deadline=None)
-LIVES = settings(max_examples=100, deadline=None)
+FAST = settings(max_examples=30, deadline=None)
+LIVES = settings(max_examples=50, deadline=None)
 
 
 @pytest.fixture
@@ -214,11 +214,17 @@ def test_parse_skips_unusable_sub_jobs() -> None:
         ({"sub_jobs_total": True, "sub_jobs": [{"job_id": "a", "status": "INIT"}]}, 1, 1),
         ({"sub_jobs_total": "1", "sub_jobs": [{"job_id": "a", "status": "INIT"}]}, 1, 1),
         ({"sub_jobs_total": 1.0}, None, 0),
-        ({"sub_jobs": [{"job_id": "a", "status": "INIT"}, {"job_id": "b", "status": "INIT"}]}, 2, 2),
+        (
+            {"sub_jobs": [{"job_id": "a", "status": "INIT"}, {"job_id": "b", "status": "INIT"}]},
+            2,
+            2,
+        ),
     ],
     ids=repr,
 )
-def test_parse_entities_shapes(entities: object, expected_total: int | None, expected_subs: int) -> None:
+def test_parse_entities_shapes(
+    entities: object, expected_total: int | None, expected_subs: int
+) -> None:
     parsed = parse_response({"status": RUNNING, "entities": entities})
     assert parsed.sub_jobs_total == expected_total
     assert len(parsed.sub_jobs) == expected_subs
@@ -337,7 +343,9 @@ def test_observe_full_life_of_a_job() -> None:
     for resp, expected in steps:
         transitions, snap = observe(snap, resp)
         assert chain(transitions) == expected
-    assert snap == Snapshot(status=FAIL, transitions=3, sub_jobs={"a": (SUCCESS, 3), "b": (FAIL, 3)})
+    assert snap == Snapshot(
+        status=FAIL, transitions=3, sub_jobs={"a": (SUCCESS, 3), "b": (FAIL, 3)}
+    )
 
 
 def test_observe_replaying_the_same_response_is_a_no_op() -> None:
@@ -396,39 +404,41 @@ def test_observe_does_not_mutate_the_previous_snapshot() -> None:
     assert snap.to_json() == before
 
 
+LATER = [INIT, RUNNING, SUCCESS, FAIL, TIMEOUT, "QUEUED"]
+
+
 @pytest.mark.parametrize("terminal", UPSTREAM_TERMINAL)
-@pytest.mark.parametrize("later", [INIT, RUNNING, SUCCESS, FAIL, "QUEUED"])
-def test_observe_upstream_terminal_is_sticky(terminal: str, later: str) -> None:
+def test_observe_upstream_terminal_is_sticky(terminal: str) -> None:
     _, snap = observe(Snapshot(), response(RUNNING, [("a", RUNNING)]))
     transitions, snap = observe(snap, response(terminal, [("a", terminal)]))
     assert transitions[-1].to_status == terminal
     assert transitions[-1].terminal
-    frozen = snap
-    after, snap = observe(snap, response(later, [("a", later), ("new", INIT)]))
-    assert after == []
-    assert snap is frozen
+    for later in LATER:
+        after, same = observe(snap, response(later, [("a", later), ("new", INIT)]))
+        assert after == [], later
+        assert same is snap
 
 
 @pytest.mark.parametrize("terminal", OWN_TERMINAL)
-@pytest.mark.parametrize("later", [INIT, RUNNING, SUCCESS, FAIL])
-def test_observe_after_conclude_is_sticky(terminal: str, later: str) -> None:
+def test_observe_after_conclude_is_sticky(terminal: str) -> None:
     _, snap = observe(Snapshot(), response(RUNNING, [("a", RUNNING)]))
     _, snap = conclude(snap, terminal)
-    after, snap_after = observe(snap, response(later, [("a", later)]))
-    assert after == []
-    assert snap_after == snap
-    assert snap_after.status == terminal
+    assert snap.status == terminal
+    for later in LATER:
+        after, snap_after = observe(snap, response(later, [("a", later)]))
+        assert after == [], later
+        assert snap_after == snap
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
-@pytest.mark.parametrize("later", [INIT, RUNNING, SUCCESS, FAIL, "QUEUED"])
-def test_sub_job_terminal_is_sticky(terminal: str, later: str) -> None:
+def test_sub_job_terminal_is_sticky(terminal: str) -> None:
     _, snap = observe(Snapshot(), response(RUNNING, [("a", RUNNING)]))
     transitions, snap = observe(snap, response(RUNNING, [("a", terminal)]))
     assert chain(transitions) == [("subjob", "a", RUNNING, terminal, 1)]
-    transitions, snap_after = observe(snap, response(RUNNING, [("a", later)]))
-    assert transitions == []
-    assert snap_after.sub_jobs["a"] == (terminal, 2)
+    for later in LATER:
+        transitions, snap_after = observe(snap, response(RUNNING, [("a", later)]))
+        assert transitions == [], later
+        assert snap_after.sub_jobs["a"] == (terminal, 2)
 
 
 def test_sub_job_transitions_precede_the_parent_in_one_observe() -> None:
@@ -463,15 +473,15 @@ def test_conclude_observed_job_continues_ordinals_and_keeps_sub_jobs(status: str
 
 
 @pytest.mark.parametrize("first", sorted(TERMINAL_STATUSES))
-@pytest.mark.parametrize("second", OWN_TERMINAL)
-def test_conclude_on_terminal_is_a_no_op(first: str, second: str) -> None:
+def test_conclude_on_terminal_is_a_no_op(first: str) -> None:
     if first in OWN_TERMINAL:
         _, snap = conclude(Snapshot(), first)
     else:
         _, snap = observe(Snapshot(), response(first))
-    transitions, after = conclude(snap, second)
-    assert transitions == []
-    assert after is snap
+    for second in OWN_TERMINAL:
+        transitions, after = conclude(snap, second)
+        assert transitions == []
+        assert after is snap
 
 
 # --- Snapshot JSON ------------------------------------------------------------------------
@@ -584,7 +594,10 @@ def test_life_invariants(life: list[Step], ending: str | None) -> None:
         # The snapshot records what was seen and counts per subject.
         assert new_snap.transitions == ordinals.get(("job", ""), 0)
         for sub_id, (sub_status, count) in new_snap.sub_jobs.items():
-            assert (sub_status, count) == (last_to[("subjob", sub_id)], ordinals[("subjob", sub_id)])
+            assert (sub_status, count) == (
+                last_to[("subjob", sub_id)],
+                ordinals[("subjob", sub_id)],
+            )
         # Replaying the same response yields nothing and changes nothing.
         replay, replay_snap = observe(new_snap, resp)
         assert replay == []
