@@ -13,6 +13,10 @@ timeline and the current clock reading, so there is no background task per
 job, a fake clock makes tests deterministic, and 100,000 jobs cost little
 more than their timelines.
 
+Like the real gateway it can demand credentials: a fixed token, AK/SK
+signatures (verified), or tokens from its IAM endpoint ``POST /v3/auth/tokens``;
+and it can throttle one project alone (see :class:`Simulator`).
+
 Control endpoints under ``/_sim/`` create jobs, report the true transitions
 (for measuring detection lag), and read or change the faults and statistics.
 """
@@ -27,19 +31,25 @@ import hmac
 import math
 import random
 import re
+import secrets
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
+from jobwatchd import auth as signing
+
 __all__ = [
     "DEFAULT_PROJECT_ID",
     "JOB_TYPES",
+    "MAX_SIGNATURE_AGE",
     "MAX_SUB_JOBS",
     "OUTCOMES",
     "Faults",
@@ -61,6 +71,9 @@ MAX_BATCH: Final = 10_000
 
 MAX_DURATION: Final = 7 * 24 * 3600.0
 """Longest simulated duration accepted for a job, in seconds."""
+
+MAX_SIGNATURE_AGE: Final = 15 * 60.0
+"""How far ``X-Sdk-Date`` may be from the simulator's clock, in seconds (as the gateway)."""
 
 # Statuses, as the vendor spells them.
 INIT: Final = "INIT"
@@ -172,6 +185,7 @@ OUTCOMES: Final[tuple[str, ...]] = (
     "400",
     "unknown_job",
     "unauthorized",
+    "throttled",
 )
 
 
@@ -342,9 +356,24 @@ class Simulator:
 
     ``speed`` compresses time: with ``speed=10`` a job of 60 simulated
     seconds takes 6 s of wall time. The timestamps it reports are wall-clock
-    times from ``clock``. With ``token`` set, job queries must carry it in
-    ``X-Auth-Token``. ``seed`` makes job IDs, timelines and fault draws
+    times from ``clock``. ``seed`` makes job IDs, timelines and fault draws
     reproducible.
+
+    Authentication is off unless one of these is given, and then a job query
+    must pass one of them (a 401 with the gateway's error body otherwise):
+
+    - ``token``: a fixed ``X-Auth-Token``;
+    - ``credentials`` (access key -> secret key): an ``SDK-HMAC-SHA256``
+      signature, verified by recomputing it, with ``X-Sdk-Date`` within
+      :data:`MAX_SIGNATURE_AGE` of the clock and ``host`` and ``x-sdk-date``
+      signed; an ``X-Project-Id``, when sent, must name the URL's project;
+    - ``iam_users`` ((domain, user) -> password): the IAM endpoint
+      ``POST /v3/auth/tokens`` issues project-scoped tokens (in
+      ``X-Subject-Token``) living ``token_lifetime`` wall-clock seconds, and
+      a job query may carry an issued, unexpired token for its project.
+
+    :meth:`throttle_project` makes one project's queries answer 429 (or 403)
+    with the gateway's throttling body, as when one account exceeds its quota.
     """
 
     def __init__(
@@ -355,11 +384,29 @@ class Simulator:
         faults: Faults | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
+        credentials: Mapping[str, str] | None = None,
+        iam_users: Mapping[tuple[str, str], str] | None = None,
+        token_lifetime: float = 24 * 3600.0,
     ) -> None:
         if isinstance(speed, bool) or not math.isfinite(speed) or speed <= 0:
             raise ValueError("speed must be a positive number")
         if token is not None and not token:
             raise ValueError("token must not be empty")
+        if not math.isfinite(token_lifetime) or token_lifetime <= 0:
+            raise ValueError("token_lifetime must be a positive number of seconds")
+        self.credentials: dict[str, str] = dict(credentials or {})
+        """Access key -> secret key accepted in ``SDK-HMAC-SHA256`` signatures."""
+        self.iam_users: dict[tuple[str, str], str] = dict(iam_users or {})
+        """(domain name, user name) -> password the IAM endpoint accepts."""
+        self.token_lifetime: float = float(token_lifetime)
+        """Wall-clock seconds an issued IAM token is valid."""
+        self.throttled: dict[str, int] = {}
+        """Project ID -> the HTTP status (429 or 403) all its job queries get."""
+        self.project_stats: collections.defaultdict[str, collections.Counter[str]] = (
+            collections.defaultdict(collections.Counter)
+        )
+        """Job queries answered, by project, then by outcome."""
+        self._tokens: dict[str, tuple[float, str]] = {}  # token -> (expires at, project)
         self.speed: float = float(speed)
         """Time compression factor (simulated seconds per wall second)."""
         self.token: str | None = token
@@ -374,6 +421,27 @@ class Simulator:
         # the timelines of jobs created afterwards.
         self._fault_rng = random.Random(self._rng.getrandbits(64))
         self._jobs: dict[str, _Job] = {}
+
+    # ------------------------------------------------------------- accounts
+
+    def throttle_project(self, project_id: str, status: int = 429) -> None:
+        """Answer every job query of ``project_id`` with ``status`` (429, or 403 as
+        some gateways do) and the ``APIGW.0308`` body, ``Retry-After`` from the faults."""
+        if status not in (403, 429):
+            raise ValueError("status must be 429 or 403")
+        self.throttled[project_id] = status
+
+    def unthrottle_project(self, project_id: str) -> None:
+        """Stop throttling ``project_id``."""
+        self.throttled.pop(project_id, None)
+
+    def issued_tokens(self) -> list[str]:
+        """Every IAM token issued so far (for tests that check they never leak)."""
+        return list(self._tokens)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued IAM token (as a password change would)."""
+        self._tokens.clear()
 
     # ----------------------------------------------------------------- jobs
 
@@ -513,6 +581,7 @@ class Simulator:
         """Build the aiohttp application serving the job API and ``/_sim/`` control."""
         app = web.Application()
         app.router.add_get("/v1/{project_id}/jobs/{job_id}", self._handle_job)
+        app.router.add_post("/v3/auth/tokens", self._handle_iam_token)
         app.router.add_post("/_sim/jobs", self._handle_create)
         app.router.add_get("/_sim/jobs", self._handle_list)
         app.router.add_get("/_sim/jobs/{job_id}/transitions", self._handle_transitions)
@@ -541,26 +610,27 @@ class Simulator:
             await asyncio.sleep(self.faults.latency)
         request_id = uuid.uuid4().hex
         headers = {"X-Request-Id": request_id}
-        if self.token is not None:
-            given = request.headers.get("X-Auth-Token", "")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                self.stats["unauthorized"] += 1
-                return _json(_vendor_error("Common.0013", "Invalid token."), 401, headers)
+        project_id = request.match_info["project_id"]
+        counts = self.project_stats[project_id]
+        refusal = await self._authenticate(request, project_id, request_id)
+        if refusal is not None:
+            self.stats["unauthorized"] += 1
+            counts["unauthorized"] += 1
+            return _json(refusal, 401, headers)
+        if project_id in self.throttled:
+            self.stats["throttled"] += 1
+            counts["throttled"] += 1
+            return self._throttled(self.throttled[project_id], request_id, headers)
         job = self._jobs.get(request.match_info["job_id"])
-        if job is None or job.project_id != request.match_info["project_id"]:
+        if job is None or job.project_id != project_id:
             self.stats["unknown_job"] += 1
+            counts["unknown_job"] += 1
             return _json(_vendor_error("Common.0011", "Failed to obtain the job."), 400, headers)
         fault = self._draw_fault()
         self.stats[fault or "ok"] += 1
+        counts[fault or "ok"] += 1
         if fault == "429":
-            limit = "policy user over ratelimit,limit:60,time:1 minute"
-            body = {
-                "error_code": "APIGW.0308",
-                "error_msg": f"The throttling threshold has been reached: {limit}",
-                "request_id": request_id,
-            }
-            headers["Retry-After"] = str(math.ceil(self.faults.retry_after))
-            return _json(body, 429, headers)
+            return self._throttled(429, request_id, headers)
         if fault == "5xx":
             status = self._fault_rng.choice((500, 502, 503))
             return _json(_vendor_error("Common.0001", "System error."), status, headers)
@@ -581,6 +651,111 @@ class Simulator:
         return web.Response(
             body=raw, status=200, headers=headers, content_type=_JSON_TYPE, charset="UTF-8"
         )
+
+    async def _authenticate(
+        self, request: web.Request, project_id: str, request_id: str
+    ) -> dict[str, Any] | None:
+        """None when the job query may pass, else the body of the 401."""
+        if self.token is None and not self.credentials and not self.iam_users:
+            return None
+        authorization = request.headers.get("Authorization")
+        if authorization is not None and self.credentials:
+            return await self._verify_signature(request, authorization, project_id, request_id)
+        given = request.headers.get("X-Auth-Token")
+        if given is not None:
+            if self.token is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+                return None
+            issued = self._tokens.get(given)
+            if issued is not None:
+                expires, scope = issued
+                if self._clock() >= expires:
+                    return _gateway_error("APIGW.0307", "The token must be updated.", request_id)
+                if scope != project_id:
+                    return _iam_refusal("the token is not scoped to this project", request_id)
+                return None
+        if not self.credentials and not self.iam_users:
+            return _vendor_error("Common.0013", "Invalid token.")
+        return _iam_refusal("no valid signature or token", request_id)
+
+    async def _verify_signature(
+        self, request: web.Request, authorization: str, project_id: str, request_id: str
+    ) -> dict[str, Any] | None:
+        parsed = signing.parse_authorization(authorization)
+        if parsed is None:
+            return _iam_refusal(f"the algorithm must be {signing.ALGORITHM}", request_id)
+        access_key, signed, given = parsed
+        secret_key = self.credentials.get(access_key)
+        if secret_key is None:
+            return _iam_refusal("unknown access key", request_id)
+        if "host" not in signed or "x-sdk-date" not in signed:
+            return _iam_refusal("host and x-sdk-date must be signed", request_id)
+        sdk_date = request.headers.get(signing.HEADER_DATE, "")
+        try:
+            when = datetime.strptime(sdk_date, signing.DATE_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            return _iam_refusal("x-sdk-date is missing or malformed", request_id)
+        if abs(self._clock() - when.timestamp()) > MAX_SIGNATURE_AGE:
+            return _iam_refusal("x-sdk-date expired", request_id)
+        headers = {name: request.headers[name] for name in signed if name in request.headers}
+        if signing.HEADER_CONTENT_SHA256 in request.headers:
+            headers[signing.HEADER_CONTENT_SHA256.lower()] = request.headers[
+                signing.HEADER_CONTENT_SHA256
+            ]
+        try:
+            canonical = signing.canonical_request(
+                request.method, request.rel_url, headers, signed, await request.read()
+            )
+        except ValueError:
+            return _iam_refusal("a signed header is missing", request_id)
+        expected = signing.signature(secret_key, signing.string_to_sign(canonical, sdk_date))
+        if not hmac.compare_digest(expected, given):
+            return _iam_refusal("verify aksk signature fail", request_id)
+        sent_project = request.headers.get("X-Project-Id")
+        if sent_project is not None and sent_project != project_id:
+            return _iam_refusal("X-Project-Id does not match the URL", request_id)
+        return None
+
+    def _throttled(self, status: int, request_id: str, headers: dict[str, str]) -> web.Response:
+        limit = "policy user over ratelimit,limit:60,time:1 minute"
+        body = {
+            "error_code": "APIGW.0308",
+            "error_msg": f"The throttling threshold has been reached: {limit}",
+            "request_id": request_id,
+        }
+        headers["Retry-After"] = str(math.ceil(self.faults.retry_after))
+        return _json(body, status, headers)
+
+    async def _handle_iam_token(self, request: web.Request) -> web.Response:
+        """IAM's ``POST /v3/auth/tokens``: password authentication, project scope."""
+        headers = {"X-Request-Id": uuid.uuid4().hex}
+        try:
+            domain, user, password, project_id = _parse_password_auth(await _read_json(request))
+        except (TypeError, ValueError) as exc:
+            self.stats["iam_refused"] += 1
+            return _json(_iam_error(400, "Bad Request", str(exc)), 400, headers)
+        known = self.iam_users.get((domain, user))
+        if known is None or not hmac.compare_digest(known.encode(), password.encode()):
+            self.stats["iam_refused"] += 1
+            message = "The username or password is wrong."
+            return _json(_iam_error(401, "Unauthorized", message), 401, headers)
+        now = self._clock()
+        expires = now + self.token_lifetime
+        # Expired tokens are kept a while, so a late query gets "expired", not "invalid".
+        self._tokens = {t: v for t, v in self._tokens.items() if v[0] > now - 3600}
+        token = "MIIT" + secrets.token_urlsafe(96)
+        self._tokens[token] = (expires, project_id)
+        self.stats["iam_tokens"] += 1
+        body = {
+            "token": {
+                "expires_at": _iam_time(expires),
+                "issued_at": _iam_time(now),
+                "methods": ["password"],
+                "project": {"id": project_id, "domain": {"name": domain}},
+                "user": {"name": user, "domain": {"name": domain}},
+            }
+        }
+        headers["X-Subject-Token"] = token
+        return _json(body, 201, headers)
 
     async def _handle_create(self, request: web.Request) -> web.Response:
         try:
@@ -701,6 +876,59 @@ def _vendor_error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def _gateway_error(code: str, message: str, request_id: str) -> dict[str, Any]:
+    """The API gateway's own error form (authentication, throttling)."""
+    return {"error_code": code, "error_msg": message, "request_id": request_id}
+
+
+def _iam_refusal(detail: str, request_id: str) -> dict[str, Any]:
+    return _gateway_error(
+        "APIGW.0301", f"Incorrect IAM authentication information: {detail}", request_id
+    )
+
+
+def _iam_error(code: int, title: str, message: str) -> dict[str, Any]:
+    """IAM's (Keystone's) error form: a numeric code."""
+    return {"error": {"code": code, "message": message, "title": title}}
+
+
+def _iam_time(t: float) -> str:
+    """IAM's timestamps: ``2026-01-01T12:00:00.123000Z``."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _field(data: object, *path: str) -> object:
+    for name in path:
+        if not isinstance(data, dict) or name not in data:
+            raise ValueError(f"missing {'.'.join(path)}")
+        data = data[name]
+    return data
+
+
+def _text_field(data: object, *path: str) -> str:
+    value = _field(data, *path)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{'.'.join(path)} must be a non-empty string")
+    return value
+
+
+def _parse_password_auth(data: object) -> tuple[str, str, str, str]:
+    """(domain, user, password, project ID) of a password token request."""
+    methods = _field(data, "auth", "identity", "methods")
+    if not isinstance(methods, list) or "password" not in methods:
+        raise ValueError("auth.identity.methods must include password")
+    user = ("auth", "identity", "password", "user")
+    project_id = _text_field(data, "auth", "scope", "project", "id")
+    if not _PROJECT_ID_RE.fullmatch(project_id):
+        raise ValueError("auth.scope.project.id is not a project ID")
+    return (
+        _text_field(data, *user, "domain", "name"),
+        _text_field(data, *user, "name"),
+        _text_field(data, *user, "password"),
+        project_id,
+    )
+
+
 def _json(
     data: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
@@ -769,17 +997,21 @@ def _parse_job_request(item: object) -> dict[str, Any]:
 
 
 async def start_simulator(
-    sim: Simulator, host: str = "127.0.0.1", port: int = 0
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve ``sim`` on a real socket; return the runner and the bound port.
 
-    ``port=0`` picks a free port. The caller stops the server with
-    ``await runner.cleanup()``.
+    ``port=0`` picks a free port; ``ssl_context`` serves HTTPS. The caller
+    stops the server with ``await runner.cleanup()``.
     """
     runner = web.AppRunner(sim.app())
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = int(runner.addresses[0][1])
     except BaseException:

@@ -7,12 +7,15 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from yarl import URL
 
+from jobwatchd.auth import sign
 from jobwatchd.simulator import (
     DEFAULT_PROJECT_ID,
     JOB_TYPES,
@@ -699,3 +702,174 @@ async def test_run_standalone_serves_demo_jobs_and_stops_on_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# ------------------------------------------------------------ authentication
+
+AK, SK = "SIMTESTAK", "sim-test-secret-key"
+
+
+def signed(
+    clock: FakeClock,
+    path: str,
+    *,
+    sk: str = SK,
+    ak: str = AK,
+    skew: float = 0.0,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Headers of a request to ``path`` signed like jobwatchd signs it."""
+    headers = dict(extra or {})
+    when = datetime.fromtimestamp(clock.now + skew, UTC)
+    url = URL("http://sim.test") / path.lstrip("/")
+    headers |= sign(method="GET", url=url, headers=headers, ak=ak, sk=sk, now=when)
+    return headers
+
+
+async def test_signatures_are_verified_and_refused_with_the_gateway_body(
+    clock: FakeClock, serve: Serve
+) -> None:
+    sim = Simulator(seed=2, clock=clock, credentials={AK: SK})
+    http = await serve(sim)
+    job_id = sim.create_job()
+    path = job_url(job_id)
+    project = {"X-Project-Id": DEFAULT_PROJECT_ID}
+    status, body = await get_job(http, job_id, **signed(clock, path, extra=project))
+    assert status == 200
+    assert body["job_id"] == job_id
+
+    other_path = signed(clock, job_url("0" * 32))  # signed for another URL
+    refusals = {
+        "wrong secret key": signed(clock, path, sk="guess"),
+        "unknown access key": signed(clock, path, ak="NOBODY"),
+        "signature for another path": other_path,
+        "x-sdk-date 16 minutes old": signed(clock, path, skew=-16 * 60),
+        "x-sdk-date 16 minutes ahead": signed(clock, path, skew=16 * 60),
+        "project header for another project": signed(
+            clock, path, extra={"X-Project-Id": "another"}
+        ),
+        "host not signed": {
+            **signed(clock, path),
+            "Authorization": signed(clock, path)["Authorization"].replace("host;", ""),
+        },
+        "no credentials at all": {},
+        "not an SDK signature": {"Authorization": "Bearer something"},
+    }
+    for reason, headers in refusals.items():
+        status, body = await get_job(http, job_id, **headers)
+        assert status == 401, reason
+        assert body["error_code"] == "APIGW.0301", reason
+        assert body["error_msg"].startswith("Incorrect IAM authentication information"), reason
+        assert SK not in body["error_msg"]
+    assert sim.stats["unauthorized"] == len(refusals)
+    assert sim.stats["ok"] == 1
+    # Within the 15 minutes either way is fine.
+    status, _ = await get_job(http, job_id, **signed(clock, path, skew=-14 * 60))
+    assert status == 200
+
+
+async def iam_token(
+    http: aiohttp.ClientSession, user: str, password: str, project_id: str = DEFAULT_PROJECT_ID
+) -> tuple[int, str | None, dict[str, Any]]:
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "password": password, "domain": {"name": "acme"}}
+                },
+            },
+            "scope": {"project": {"id": project_id}},
+        }
+    }
+    async with http.post("/v3/auth/tokens?nocatalog=true", json=body) as resp:
+        answer = await resp.json()
+        assert isinstance(answer, dict)
+        return resp.status, resp.headers.get("X-Subject-Token"), answer
+
+
+async def test_iam_issues_short_lived_project_scoped_tokens(clock: FakeClock, serve: Serve) -> None:
+    sim = Simulator(seed=3, clock=clock, iam_users={("acme", "bot"): "pa55word"}, token_lifetime=30)
+    http = await serve(sim)
+    job_id = sim.create_job(duration=10_000)
+    status, token, body = await iam_token(http, "bot", "pa55word")
+    assert status == 201
+    assert token and token in sim.issued_tokens()
+    assert body["token"]["issued_at"] == "2016-04-25T20:04:34.604000Z"
+    assert body["token"]["expires_at"] == "2016-04-25T20:05:04.604000Z"
+    assert body["token"]["project"]["id"] == DEFAULT_PROJECT_ID
+    assert sim.stats["iam_tokens"] == 1
+
+    status, _ = await get_job(http, job_id, **{"X-Auth-Token": token})
+    assert status == 200
+    clock.now += 29.9
+    status, _ = await get_job(http, job_id, **{"X-Auth-Token": token})
+    assert status == 200
+    clock.now += 0.1
+    status, refused = await get_job(http, job_id, **{"X-Auth-Token": token})
+    assert status == 401
+    assert refused["error_code"] == "APIGW.0307"
+
+    _, other, _ = await iam_token(http, "bot", "pa55word", project_id="another-project")
+    assert other is not None
+    status, refused = await get_job(http, job_id, **{"X-Auth-Token": other})
+    assert (status, refused["error_code"]) == (401, "APIGW.0301")
+    status, refused = await get_job(http, job_id, **{"X-Auth-Token": "made-up"})
+    assert (status, refused["error_code"]) == (401, "APIGW.0301")
+
+    sim.revoke_tokens()
+    _, fresh, _ = await iam_token(http, "bot", "pa55word")
+    assert fresh is not None
+    status, _ = await get_job(http, job_id, **{"X-Auth-Token": other})
+    assert status == 401
+    status, _ = await get_job(http, job_id, **{"X-Auth-Token": fresh})
+    assert status == 200
+
+
+async def test_iam_refuses_wrong_passwords_and_bad_requests(clock: FakeClock, serve: Serve) -> None:
+    sim = Simulator(seed=4, clock=clock, iam_users={("acme", "bot"): "pa55word"})
+    http = await serve(sim)
+    for user, password in (("bot", "wrong"), ("nobody", "pa55word")):
+        status, token, body = await iam_token(http, user, password)
+        assert (status, token) == (401, None)
+        assert body["error"] == {
+            "code": 401,
+            "message": "The username or password is wrong.",
+            "title": "Unauthorized",
+        }
+    bad_bodies: list[object] = [{"auth": {}}, [1], {"auth": {"identity": {"methods": ["token"]}}}]
+    for bad in bad_bodies:
+        async with http.post("/v3/auth/tokens", json=bad) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == 400
+    status, _, _ = await iam_token(http, "bot", "pa55word", project_id="../x")
+    assert status == 400
+    assert sim.stats["iam_refused"] == 6
+    assert sim.stats["iam_tokens"] == 0
+
+
+async def test_one_project_can_be_throttled_alone(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    calm = sim.create_job()
+    busy = sim.create_job(project_id="busy-project")
+    sim.faults.retry_after = 2.5
+    sim.throttle_project("busy-project", status=403)
+    async with http.get(job_url(busy, "busy-project")) as resp:
+        assert resp.status == 403
+        assert resp.headers["Retry-After"] == "3"
+        body = await resp.json()
+    assert body["error_code"] == "APIGW.0308"
+    status, _ = await get_job(http, calm)
+    assert status == 200
+    sim.throttle_project("busy-project")  # 429 by default
+    async with http.get(job_url(busy, "busy-project")) as resp:
+        assert resp.status == 429
+    sim.unthrottle_project("busy-project")
+    async with http.get(job_url(busy, "busy-project")) as resp:
+        assert resp.status == 200
+    assert sim.project_stats["busy-project"] == {"throttled": 2, "ok": 1}
+    assert sim.project_stats[DEFAULT_PROJECT_ID] == {"ok": 1}
+    assert sim.stats["throttled"] == 2
+    with pytest.raises(ValueError, match="429 or 403"):
+        sim.throttle_project("busy-project", status=500)
