@@ -239,3 +239,84 @@ async def test_filtered_events_still_advance_the_position(store: SQLiteStore) ->
         assert await store.get_position("flaky") == 3
     finally:
         task.cancel()
+
+
+class GatedSink:
+    """Delivers each batch only once the test releases its first event."""
+
+    def __init__(self, *, concurrency: int, batch_max: int) -> None:
+        self.name = "gated"
+        self.concurrency = concurrency
+        self.batch_max = batch_max
+        self.started: list[list[str]] = []
+        self._gates: dict[str, asyncio.Event] = {}
+
+    def gate(self, event_id: str) -> asyncio.Event:
+        return self._gates.setdefault(event_id, asyncio.Event())
+
+    async def start(self) -> None:
+        return None
+
+    async def deliver(self, batch: Sequence[Delivery]) -> None:
+        ids = [item.event.event_id for item in batch]
+        self.started.append(ids)
+        await self.gate(ids[0]).wait()
+
+    async def reopen(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_concurrent_sink_acks_out_of_order_and_position_is_the_low_watermark(
+    store: SQLiteStore,
+) -> None:
+    await record_events(store, "job1", 2)  # seq 1, 2
+    await record_events(store, "job2", 2)  # seq 3, 4
+    await record_events(store, "job3", 1)  # seq 5
+    sink = GatedSink(concurrency=3, batch_max=1)
+    runner = SinkRunner(sink, SinkFilter(), store, retry=FAST_RETRY)
+    task = asyncio.create_task(runner.run())
+    try:
+        await async_wait_until(lambda: len(sink.started) == 3, timeout=10)
+        assert sink.started == [["id-job1-0"], ["id-job2-0"], ["id-job3-0"]], "one per job"
+        sink.gate("id-job2-0").set()
+        await async_wait_until(lambda: ["id-job2-1"] in sink.started, timeout=10)
+        sink.gate("id-job2-1").set()
+        sink.gate("id-job3-0").set()
+        await async_wait_until(lambda: runner.delivered == 3, timeout=10)
+        assert runner.position == 0 and await store.get_position("gated") == 0
+        assert ["id-job1-1"] not in sink.started, "job1's second event waits for its first"
+        sink.gate("id-job1-0").set()
+        await async_wait_until(lambda: ["id-job1-1"] in sink.started, timeout=10)
+        await async_wait_until(lambda: runner.position == 1, timeout=10)
+        sink.gate("id-job1-1").set()
+        await async_wait_until(lambda: runner.position == 5, timeout=10)
+        assert await store.get_position("gated") == 5
+        assert await runner.wait_caught_up(10)
+    finally:
+        task.cancel()
+
+
+async def test_read_ahead_is_bounded_while_a_batch_is_stuck(store: SQLiteStore) -> None:
+    await record_events(store, "job1", 30)
+    await record_events(store, "job2", 30)
+    sink = GatedSink(concurrency=1, batch_max=5)
+    runner = SinkRunner(sink, SinkFilter(), store, batch_size=5, window=10, retry=FAST_RETRY)
+    task = asyncio.create_task(runner.run())
+    try:
+        await async_wait_until(lambda: sink.started, timeout=10)
+        await async_wait_until(lambda: runner.stats()["held"] == runner.read_ahead, timeout=10)
+        assert runner.read_ahead == 10 and len(sink.started) == 1
+        for n in range(0, 30, 5):
+            sink.gate(f"id-job1-{n}").set()
+            sink.gate(f"id-job2-{n}").set()
+        await async_wait_until(lambda: runner.position == 60, timeout=10)
+        delivered = [event_id for batch in sink.started for event_id in batch]
+        assert delivered == [f"id-job1-{n}" for n in range(30)] + [
+            f"id-job2-{n}" for n in range(30)
+        ], "one slot: log order, like the file sink"
+        assert all(len(batch) <= 5 for batch in sink.started)
+    finally:
+        task.cancel()

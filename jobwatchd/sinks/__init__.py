@@ -1,9 +1,11 @@
 """Sinks: where events go. The interface, filters and the plugin registry.
 
 A sink is a class registered under the entry-point group ``jobwatchd.sinks``
-(the built-in ``log`` and ``file`` sinks are registered the same way) and is
-constructed as ``SinkClass(config, context)``. It acknowledges a batch by
+(the built-in ``log``, ``file`` and ``webhook`` sinks are registered the same
+way) and is constructed as ``SinkClass(config, context)``. It acknowledges a batch by
 returning from :meth:`Sink.deliver`; raising means "not delivered, retry".
+Optional ``concurrency`` and ``batch_max`` attributes let the runner call
+``deliver`` for several jobs at once (see :mod:`jobwatchd.delivery`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ ENTRY_POINT_GROUP = "jobwatchd.sinks"
 BUILTIN_SINKS = {
     "log": "jobwatchd.sinks.log:LogSink",
     "file": "jobwatchd.sinks.file:FileSink",
+    "webhook": "jobwatchd.sinks.webhook:WebhookSink",
 }
 
 
@@ -51,7 +54,12 @@ class Sink(Protocol):
         """Open files, sessions, and the like."""
 
     async def deliver(self, batch: Sequence[Delivery]) -> None:
-        """Deliver ``batch`` in order; return only once every event is acknowledged."""
+        """Deliver ``batch`` in order; return only once every event is acknowledged.
+
+        With a ``concurrency`` attribute above 1, calls overlap, but never two
+        with events of the same job, and a job's event comes only after its
+        earlier ones were acknowledged.
+        """
 
     async def reopen(self) -> None:
         """Reopen outputs (SIGHUP, log rotation)."""
@@ -105,7 +113,7 @@ def create_sink(config: SinkConfig, context: SinkContext, index: int) -> Sink:
     except LookupError:
         raise ConfigError(
             f"sinks[{index}].type",
-            f"no sink type {config.type!r} (built-in: log, file; plugins register"
+            f"no sink type {config.type!r} (built-in: log, file, webhook; plugins register"
             f" under the entry-point group {ENTRY_POINT_GROUP!r})",
         ) from None
     sink: Sink = cls(config, context)

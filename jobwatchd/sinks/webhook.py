@@ -1,0 +1,347 @@
+"""The ``webhook`` sink (PRODUCT §4): POST each CloudEvent to a URL.
+
+- Body: the CloudEvent as recorded, ``Content-Type: application/cloudevents+json``;
+  with ``batch_max > 1`` a JSON array of events,
+  ``application/cloudevents-batch+json``.
+- Signing (Standard Webhooks) with every configured secret: ``webhook-id``
+  (the event id; for a batch of several, a UUIDv5 of their ids),
+  ``webhook-timestamp`` (of the attempt) and ``webhook-signature``
+  (``v1,<base64 HMAC-SHA256 of id.timestamp.body>``, one per secret,
+  space-separated, so a receiver can rotate).
+- 2xx acknowledges. Connection errors, timeouts, 408, 429 and 5xx are retried
+  with exponential backoff and full jitter, or after ``Retry-After`` (which
+  holds every request of the sink), for up to ``max_retry_age``; any other
+  answer, or running out of time, moves the events to the sink's dead-letter
+  file (:mod:`jobwatchd.deadletters`), which counts as handled.
+
+The runner (:mod:`jobwatchd.delivery`) calls :meth:`WebhookSink.deliver` for
+up to ``concurrency`` batches at once and never for two batches holding events
+of the same job, so per-job order holds while jobs proceed independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, cast
+
+import aiohttp
+from yarl import URL
+
+from jobwatchd import __version__
+from jobwatchd.config import ConfigError, Secret, SinkConfig, parse_webhook_secret, read_secret
+from jobwatchd.deadletters import DeadLetter, DeadLetterStore
+from jobwatchd.logs import get_logger
+from jobwatchd.sinks import Delivery, SinkContext
+from jobwatchd.upstream import parse_retry_after, proxy_for
+
+log = get_logger("jobwatchd.webhook")
+
+USER_AGENT: Final = f"jobwatchd/{__version__}"
+CONTENT_TYPE: Final = "application/cloudevents+json"
+BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"
+RETRY_BASE: Final = 0.25
+"""Seconds: the first retry waits up to this long, each next one up to twice as long."""
+RETRY_CAP: Final = 300.0
+"""Seconds: the most one retry waits (an eighth of a shorter ``max_retry_age``)."""
+DOWN_AFTER: Final = 3
+"""Consecutive failed requests after which the next success wakes every waiting retry."""
+_BATCH_NAMESPACE: Final = uuid.UUID("5b0e3f64-3a56-4c5e-9a55-8f0f6a3c2d11")
+_REASON_BODY_CHARS: Final = 200
+
+
+def signature(keys: Sequence[bytes], message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header: one ``v1,<base64>`` per key, space-separated."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        for key in keys
+    )
+
+
+def batch_id(event_ids: Sequence[str]) -> str:
+    """The ``webhook-id`` of a batch: the event id for one event, else a UUIDv5 of the ids."""
+    if len(event_ids) == 1:
+        return event_ids[0]
+    return str(uuid.uuid5(_BATCH_NAMESPACE, ",".join(event_ids)))
+
+
+def is_retryable(status: int) -> bool:
+    """408, 429 and 5xx are worth another attempt; other non-2xx answers are final."""
+    return status in (408, 429) or status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The result of one request."""
+
+    acknowledged: bool
+    retryable: bool = False
+    reason: str = ""
+    status: int | None = None
+    retry_after: float | None = None
+
+
+class WebhookSink:
+    """POSTs events to ``url``; see the module documentation."""
+
+    def __init__(self, config: SinkConfig, context: SinkContext) -> None:
+        options = config.options
+        self.name = config.name
+        self.url = URL(str(options["url"]))
+        self._inline_secrets = tuple(cast(Sequence[Secret], options.get("secrets", ())))
+        self._secret_files = tuple(cast(Sequence[Path], options.get("secret_files", ())))
+        self.timeout = float(cast(float, options.get("timeout", 10.0)))
+        self.max_retry_age = float(cast(float, options.get("max_retry_age", 86400.0)))
+        self.concurrency = int(cast(int, options.get("concurrency", 8)))
+        self.batch_max = int(cast(int, options.get("batch_max", 1)))
+        # One wait is at most an eighth of the window, so even a short window
+        # gets several attempts before its events are dead-lettered.
+        self.retry_cap = min(RETRY_CAP, max(1.0, self.max_retry_age / 8))
+        self.dead_letters = DeadLetterStore(context.state_dir)
+        # Never log the URL: its path or query may carry a token. The origin is safe.
+        self.origin = f"{self.url.scheme}://{self.url.host}:{self.url.port}"
+        self._proxy = proxy_for(self.url)
+        self._keys: tuple[bytes, ...] = ()
+        self._session: aiohttp.ClientSession | None = None
+        self._hold_until = 0.0
+        self._streak = 0
+        self._recovered = asyncio.Event()
+        self._rng = random.Random()
+        self.requests = 0
+        self.acknowledged = 0
+        self.failed_attempts = 0
+        self.dead_lettered = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _load_keys(self) -> tuple[bytes, ...]:
+        prefix = f"sinks.{self.name}"
+        keys = [
+            parse_webhook_secret(secret, f"{prefix}.secrets[{index}]")
+            for index, secret in enumerate(self._inline_secrets)
+        ]
+        for index, path in enumerate(self._secret_files):
+            key = f"{prefix}.secret_files[{index}]"
+            keys.append(parse_webhook_secret(read_secret(path, key), key))
+        return tuple(keys)
+
+    async def start(self) -> None:
+        """Read the secrets and open the connection pool."""
+        self._keys = await asyncio.to_thread(self._load_keys)
+        # Room for the runner's requests and a redelivery's at once, so neither
+        # waits for a pooled connection (that wait would count against the timeout).
+        connector = aiohttp.TCPConnector(limit=2 * self.concurrency, keepalive_timeout=30.0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,  # the proxy is resolved once, in proxy_for
+            raise_for_status=False,
+        )
+
+    async def reopen(self) -> None:
+        """Re-read the secret files (rotation without a restart); keep the old keys on error."""
+        try:
+            self._keys = await asyncio.to_thread(self._load_keys)
+        except ConfigError as exc:
+            log.error("webhook.secret_reload_failed", sink=self.name, error=str(exc))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``/readyz``."""
+        return {
+            "requests": self.requests,
+            "acknowledged": self.acknowledged,
+            "failed_attempts": self.failed_attempts,
+            "dead_lettered": self.dead_lettered,
+        }
+
+    # -- delivery ---------------------------------------------------------------------
+
+    async def deliver(self, batch: Sequence[Delivery]) -> None:
+        """Deliver ``batch`` in order; return once each event is acknowledged or
+        dead-lettered. Raises only when the dead-letter file cannot be written."""
+        size = self.batch_max
+        for start in range(0, len(batch), size):
+            await self._deliver_group(batch[start : start + size])
+
+    async def resend(self, batch: Sequence[Delivery]) -> str | None:
+        """One attempt for a redelivery: None when acknowledged, else why not."""
+        outcome = await self._attempt(batch)
+        if outcome.acknowledged:
+            self.acknowledged += len(batch)
+            return None
+        return outcome.reason
+
+    async def _deliver_group(self, group: Sequence[Delivery]) -> None:
+        started, started_wall = time.monotonic(), time.time()
+        attempt = 0
+        while True:
+            outcome = await self._attempt(group)
+            attempt += 1
+            if outcome.acknowledged:
+                self.acknowledged += len(group)
+                return
+            if not outcome.retryable:
+                await self._dead_letter(group, outcome, outcome.reason, attempt, started_wall)
+                return
+            if outcome.retry_after is not None:
+                delay = max(outcome.retry_after, RETRY_BASE)  # "Retry-After: 0" must not spin
+                self._hold_until = max(self._hold_until, time.monotonic() + delay)
+            else:
+                ceiling = min(self.retry_cap, RETRY_BASE * 2.0 ** min(attempt - 1, 32))
+                delay = self._rng.uniform(0.0, ceiling)
+            age = time.monotonic() - started
+            if age + delay > self.max_retry_age:
+                reason = (
+                    f"gave up after {attempt} attempts in {age:.1f}s"
+                    f" (max_retry_age {self.max_retry_age:g}s): {outcome.reason}"
+                )
+                await self._dead_letter(group, outcome, reason, attempt, started_wall)
+                return
+            log.warning(
+                "webhook.retry",
+                sink=self.name,
+                endpoint=self.origin,
+                event_id=group[0].event.event_id,
+                events=len(group),
+                attempt=attempt,
+                status=outcome.status,
+                reason=outcome.reason,
+                retry_in=round(delay, 3),
+            )
+            await self._pause(delay, strict=outcome.retry_after is not None)
+
+    async def _pause(self, delay: float, *, strict: bool) -> None:
+        """Wait ``delay``; a backoff (not a ``Retry-After``) ends early when the
+        endpoint answers again after a run of failures, so an outage's backlog
+        goes out at once instead of after each batch's own backoff."""
+        if strict:
+            await asyncio.sleep(delay)
+            return
+        recovered = self._recovered
+        try:
+            async with asyncio.timeout(delay):
+                await recovered.wait()
+        except TimeoutError:
+            pass
+
+    async def _held(self) -> None:
+        """Wait out a ``Retry-After`` (it may be extended while waiting)."""
+        while True:
+            wait = self._hold_until - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def _encode(self, group: Sequence[Delivery]) -> tuple[str, bytes, str]:
+        if self.batch_max > 1:
+            ids = [item.event.event_id for item in group]
+            body = b"[" + b",".join(item.event.payload for item in group) + b"]"
+            return batch_id(ids), body, BATCH_CONTENT_TYPE
+        (item,) = group
+        return item.event.event_id, item.event.payload, CONTENT_TYPE
+
+    async def _attempt(self, group: Sequence[Delivery]) -> Attempt:
+        session = self._session
+        if session is None:
+            raise RuntimeError("webhook sink is not started")
+        message_id, body, content_type = self._encode(group)
+        await self._held()
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": content_type,
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self._keys:
+            headers["webhook-signature"] = signature(self._keys, message_id, timestamp, body)
+        self.requests += 1
+        try:
+            async with session.post(
+                self.url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy
+            ) as response:
+                status = response.status
+                answer = await response.read()  # read to the end: the connection is reused
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            outcome = Attempt(False, retryable=True, reason=self._describe(exc))
+        else:
+            if 200 <= status < 300:
+                self._on_success()
+                return Attempt(True, status=status)
+            snippet = answer[:_REASON_BODY_CHARS].decode("utf-8", "replace")
+            snippet = " ".join(snippet.split())
+            reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+            outcome = Attempt(
+                False,
+                retryable=is_retryable(status),
+                reason=reason,
+                status=status,
+                retry_after=retry_after if is_retryable(status) else None,
+            )
+        self.failed_attempts += 1
+        self._streak += 1
+        return outcome
+
+    def _on_success(self) -> None:
+        # Only after a run of failures: one event the receiver keeps refusing
+        # among others it takes must not be retried on every other success.
+        if self._streak >= DOWN_AFTER:
+            self._recovered.set()
+            self._recovered = asyncio.Event()
+        self._streak = 0
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        for secret in {str(self.url), self.url.raw_path_qs, self.url.password or ""} - {"", "/"}:
+            text = text.replace(secret, "***")
+        return text
+
+    async def _dead_letter(
+        self,
+        group: Sequence[Delivery],
+        outcome: Attempt,
+        reason: str,
+        attempts: int,
+        first_attempt_at: float,
+    ) -> None:
+        entries = [
+            DeadLetter.of(
+                self.name,
+                item,
+                reason=reason,
+                status=outcome.status,
+                attempts=attempts,
+                first_attempt_at=first_attempt_at,
+            )
+            for item in group
+        ]
+        path = await asyncio.to_thread(self.dead_letters.append, self.name, entries)
+        self.dead_lettered += len(entries)
+        for entry in entries:
+            log.error(
+                "webhook.dead_lettered",
+                sink=self.name,
+                endpoint=self.origin,
+                event_id=entry.event_id,
+                job_id=entry.job_id,
+                status=entry.status,
+                attempts=attempts,
+                reason=reason,
+                file=str(path),
+            )
