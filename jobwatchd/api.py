@@ -14,6 +14,7 @@ from jobwatchd import __version__
 from jobwatchd.config import Config, ConfigError, parse_duration
 from jobwatchd.logs import get_logger
 from jobwatchd.models import NewJob
+from jobwatchd.openapi import build_document
 from jobwatchd.store import ConflictError
 from jobwatchd.tracker import Tracker
 from jobwatchd.validation import (
@@ -65,6 +66,7 @@ class Api:
         self.token = token
         self.readiness = readiness or (lambda: {})
         self.accepting = True
+        self._openapi: bytes | None = None
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -78,6 +80,7 @@ class Api:
         app.router.add_delete("/v1/jobs/{job_id}", self.delete_job)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/openapi.json", self.openapi)
         return app
 
     # -- middlewares ----------------------------------------------------------------
@@ -230,10 +233,7 @@ class Api:
         records = await self.tracker.store.list_jobs(
             status=status, labels=labels, limit=limit, after=after
         )
-        views = []
-        for record in records:
-            live = self.tracker.active.get(record.job_id)
-            views.append(self.tracker.view(live.record if live else record))
+        views = [self.tracker.view(record) for record in records]
         next_cursor = records[-1].job_id if len(records) == limit else None
         return json_response({"jobs": views, "next": next_cursor})
 
@@ -251,6 +251,17 @@ class Api:
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: the store is open and the API bound (upstream is informational)."""
         return json_response({"status": "ready", **self.readiness()})
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a reloaded config (accounts, limits) from now on."""
+        self.config = config
+        self._openapi = None
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """``GET /openapi.json``: the OpenAPI 3.1 description of this API."""
+        if self._openapi is None:
+            self._openapi = orjson.dumps(build_document(self.config, token=self.token is not None))
+        return web.Response(body=self._openapi, content_type="application/json")
 
 
 def _number_param(

@@ -1,12 +1,13 @@
+# PYTHON_ARGCOMPLETE_OK
 """The ``jobwatchd`` console script (PRODUCT §6)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ from typing import Any
 import orjson
 
 from jobwatchd import __version__
-from jobwatchd.client import ApiClient, ClientFailure, problem_text, wait_exit_code
+from jobwatchd.client import (
+    ApiClient,
+    ClientFailure,
+    JobProgress,
+    JobWaiter,
+    SseMessage,
+    problem_text,
+    wait_exit_code,
+)
 from jobwatchd.config import (
     Config,
     ConfigError,
@@ -23,9 +32,12 @@ from jobwatchd.config import (
     render_effective,
     resolve_config_path,
 )
+from jobwatchd.models import EVENT_TYPES
 from jobwatchd.validation import ValidationError, parse_label_selector, validate_id
 
 EXIT_USAGE = 2
+EVENTS_RECONNECT_GRACE = 30.0
+"""Without --follow, ``events`` gives up on a daemon gone for this long (with it: never)."""
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -132,24 +144,55 @@ def _summary(job: dict[str, Any]) -> str:
     return line
 
 
+def _note(message: str) -> None:
+    print(f"jobwatchd: {message}", file=sys.stderr, flush=True)
+
+
 async def _wait(
     client: ApiClient, job_ids: Sequence[str], timeout: float | None, as_json: bool
 ) -> int:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    started = time.monotonic()
+    """Wait on the event stream: a live line per job on a terminal, a plain line
+    per job as it ends otherwise, the job objects with ``--json``."""
+    live = not as_json and sys.stdout.isatty()
 
-    async def one(job_id: str) -> dict[str, Any]:
-        job = await client.wait_terminal(job_id, deadline)
-        if not as_json:
-            elapsed = time.monotonic() - started
-            state = "" if job.get("terminal") else " (still waiting: timed out)"
-            print(f"{_summary(job)} after {elapsed:.1f}s{state}", flush=True)
-        return job
+    def plain(progress: JobProgress) -> None:
+        job = progress.job or {"job_id": progress.job_id, "status": progress.status}
+        state = "" if job.get("terminal") else " (still waiting: timed out)"
+        print(f"{_summary(job)} after {progress.elapsed():.1f}s{state}", flush=True)
 
-    jobs = list(await asyncio.gather(*(one(job_id) for job_id in job_ids)))
+    waiter = JobWaiter(
+        client,
+        dict.fromkeys(job_ids),
+        timeout=timeout,
+        on_final=None if as_json or live else plain,
+        on_retry=_note,
+    )
+    jobs = await (_wait_live(waiter) if live else waiter.run())
     if as_json:
         _print_json(jobs)
     return wait_exit_code(jobs)
+
+
+async def _wait_live(waiter: JobWaiter) -> list[dict[str, Any]]:
+    from rich.console import Console  # noqa: PLC0415 - only on a terminal
+
+    from jobwatchd.terminal import WaitProgress, print_wait_results  # noqa: PLC0415
+
+    console = Console()
+    with WaitProgress(waiter.progress, console) as view:
+
+        async def redraw() -> None:
+            while True:
+                view.refresh()
+                await asyncio.sleep(0.25)
+
+        redrawing = asyncio.create_task(redraw())
+        try:
+            jobs = await waiter.run()
+        finally:
+            redrawing.cancel()
+    print_wait_results(console, waiter.progress.values())
+    return jobs
 
 
 def _run_client(args: argparse.Namespace, action: Callable[[ApiClient], Any]) -> int:
@@ -205,6 +248,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(job)
             return 0
+        if sys.stdout.isatty():
+            from rich.console import Console  # noqa: PLC0415 - only on a terminal
+
+            from jobwatchd.terminal import print_job  # noqa: PLC0415
+
+            print_job(Console(), job)
+            return 0
         print(_summary(job))
         for key in (
             "project_id",
@@ -249,6 +299,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             jobs = jobs[: args.limit]
         if args.json:
             _print_json(jobs)
+        elif sys.stdout.isatty():
+            from rich.console import Console  # noqa: PLC0415 - only on a terminal
+
+            from jobwatchd.terminal import print_jobs  # noqa: PLC0415
+
+            print_jobs(Console(), jobs)
         else:
             for job in jobs:
                 print(_summary(job))
@@ -262,6 +318,67 @@ def cmd_wait(args: argparse.Namespace) -> int:
     for job_id in args.job_ids:
         validate_id(job_id, "JOB_ID")
     return _run_client(args, lambda client: _wait(client, args.job_ids, args.timeout, args.json))
+
+
+def _event_line(message: SseMessage) -> str:
+    try:
+        event = orjson.loads(message.data or "")
+        data = event["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return f"{message.id} {message.event} {message.data}"
+    kind = "sub-job" if data.get("parent_job_id") else "job"
+    parent = f" of {data['parent_job_id']}" if data.get("parent_job_id") else ""
+    line = (
+        f"{message.id} {event.get('time')} {kind} {event.get('subject')}{parent}"
+        f" {data.get('from') or '-'} -> {data.get('to')}"
+    )
+    if data.get("error_code") or data.get("fail_reason"):
+        line += f" error={data.get('error_code')} reason={data.get('fail_reason')!r}"
+    return line
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """``jobwatchd events``: recorded events, then with ``--follow`` new ones as they
+    are recorded, reconnecting (and resuming) when the daemon restarts."""
+    params = [("job", validate_id(job_id, "--job")) for job_id in args.job]
+    params.extend(("type", event_type) for event_type in args.type)
+    for selector in args.label:
+        key, value = parse_label_selector(selector, "--label")
+        params.append(("label", f"{key}={value}"))
+    since = None if args.since == "now" else int(args.since)
+
+    async def action(client: ApiClient) -> int:
+        out = sys.stdout
+        try:
+            async with contextlib.aclosing(
+                client.follow_events(
+                    params,
+                    since=since,
+                    follow=args.follow,
+                    give_up_after=None if args.follow else EVENTS_RECONNECT_GRACE,
+                    on_retry=_note,
+                )
+            ) as events:
+                async for message in events:
+                    out.write((message.data or "") if args.json else _event_line(message))
+                    out.write("\n")
+                    out.flush()
+        except BrokenPipeError:
+            # The reader went away (| head): not an error; keep the exit quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0
+
+    return _run_client(args, action)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """``jobwatchd completion SHELL``: the shell code that completes jobwatchd's arguments."""
+    try:
+        from argcomplete.shell_integration import shellcode  # noqa: PLC0415
+    except ImportError:
+        return _fail("shell completion needs the argcomplete package")
+    sys.stdout.write(shellcode(["jobwatchd"], shell=args.shell))
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -279,6 +396,63 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return _run_client(args, action)
 
 
+REDELIVER_TIMEOUT = 3600.0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """``jobwatchd dead-letters``: events sinks gave up on."""
+    params = {"sink": args.sink} if args.sink else None
+
+    async def action(client: ApiClient) -> int:
+        status, body = await client.request("GET", "/v1/dead-letters", params=params)
+        if status != 200:
+            return _fail(problem_text(status, body))
+        entries = body["dead_letters"]
+        if args.json:
+            _print_json(entries)
+            return 0
+        for entry in entries:
+            print(
+                f"{entry['dead_lettered_at']} {entry['sink']} {entry['event_id']}"
+                f" job={entry['job_id']} to={(entry['event'].get('data') or {}).get('to')}"
+                f" attempts={entry['attempts']} reason={entry['reason']!r}"
+            )
+        return 0
+
+    return _run_client(args, action)
+
+
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    """``jobwatchd redeliver``: exit 0 when every chosen dead letter was delivered, else 1."""
+    if args.all == bool(args.event_ids):
+        return _fail("redeliver: give EVENT_ID... or --all")
+    body: dict[str, Any] = {"all": True} if args.all else {"event_ids": args.event_ids}
+    if args.sink:
+        body["sink"] = args.sink
+
+    async def action(client: ApiClient) -> int:
+        status, report = await client.request(
+            "POST", "/v1/dead-letters/redeliver", body=body, timeout=REDELIVER_TIMEOUT
+        )
+        if status != 200:
+            return _fail(problem_text(status, report))
+        if args.json:
+            _print_json(report)
+        else:
+            for event_id in report["redelivered"]:
+                print(f"{event_id} redelivered")
+            for failure in report["failed"]:
+                print(
+                    f"{failure['event_id']} not delivered ({failure['sink']}): {failure['reason']}",
+                    file=sys.stderr,
+                )
+            for event_id in report["not_found"]:
+                print(f"{event_id} is not a dead letter", file=sys.stderr)
+        return 1 if report["failed"] or report["not_found"] else 0
+
+    return _run_client(args, action)
+
+
 # -- parser ------------------------------------------------------------------------
 
 
@@ -287,6 +461,12 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
+
+
+def _since(text: str) -> str:
+    if text != "now" and not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError("must be an event id (a number) or 'now'")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -391,14 +571,67 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=_seconds, help="give up after S seconds (exit 124)")
     wait.add_argument("--json", action="store_true")
 
+    events = command(
+        "events",
+        cmd_events,
+        "Print recorded events (id, time, subject, from -> to); --follow for new ones.",
+        client=True,
+    )
+    events.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing events as they are recorded"
+    )
+    events.add_argument("--job", action="append", default=[], metavar="JOB_ID")
+    events.add_argument(
+        "--type", action="append", default=[], choices=sorted(EVENT_TYPES), metavar="TYPE"
+    )
+    events.add_argument("--label", action="append", default=[], metavar="K=V")
+    events.add_argument(
+        "--since",
+        type=_since,
+        default="0",
+        metavar="ID",
+        help="events after the one with this id (the first column); 'now' for new ones only"
+        " (default: every recorded event)",
+    )
+    events.add_argument("--json", action="store_true", help="one CloudEvent JSON per line")
+
+    completion = command(
+        "completion",
+        cmd_completion,
+        'Print shell code completing jobwatchd\'s arguments: eval "$(jobwatchd completion bash)".',
+        config=False,
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh"])
+
     cancel = command("cancel", cmd_cancel, "Stop tracking a job.", client=True)
     cancel.add_argument("job_id", metavar="JOB_ID")
+
+    dead = command("dead-letters", cmd_dead_letters, "List events sinks gave up on.", client=True)
+    dead.add_argument("--sink", help="only this sink's dead letters")
+    dead.add_argument("--json", action="store_true")
+
+    redeliver = command(
+        "redeliver",
+        cmd_redeliver,
+        "Send dead letters again: exit 0 when all were delivered, 1 otherwise.",
+        client=True,
+    )
+    redeliver.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
+    redeliver.add_argument("--all", action="store_true", help="every dead letter (of --sink)")
+    redeliver.add_argument("--sink", help="only this sink's dead letters")
+    redeliver.add_argument("--json", action="store_true")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions
+        with contextlib.suppress(ImportError):
+            import argcomplete  # noqa: PLC0415
+
+            argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
