@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit clean
+.PHONY: run test lint unit system-tools bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## run: start the daemon against the built-in simulated cloud
@@ -20,12 +20,28 @@ run: $(STAMP)
 test: lint unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check jobwatchd tests
-	$(BIN)/ruff format --check jobwatchd tests
+	$(BIN)/ruff check jobwatchd tests bench
+	$(BIN)/ruff format --check jobwatchd tests bench
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The unit-file tests need systemd-analyze; install systemd's tools when missing
+# (as root, on Debian-like systems, as CI runs).
+system-tools:
+	@command -v systemd-analyze >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	  else echo "systemd-analyze is missing: install systemd's tools (apt-get install systemd)"; exit 1; fi; }
+
+unit: $(STAMP) system-tools
 	$(BIN)/pytest
+
+## bench: the benchmark suite (about 10 minutes on 2 cores): writes docs/BENCHMARKS.md
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## bench-quick: the same at smoke-test sizes (about a minute)
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

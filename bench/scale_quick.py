@@ -40,11 +40,12 @@ def wait_for(url: str, timeout: float = 30) -> None:
     while True:
         try:
             call("GET", url)
-            return
         except OSError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)
+            time.sleep(0.1)  # a start-up poll, not test synchronisation
+        else:
+            return
 
 
 def rss_mib(pid: int) -> float:
@@ -68,15 +69,25 @@ def main() -> None:
     sim_port, api_port = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="jobwatchd-bench-"))
     sim = subprocess.Popen(
-        [sys.executable, "-m", "jobwatchd", "simulate", "--port", str(sim_port), "--demo", "0",
-         "--speed", "1"],
+        [
+            sys.executable,
+            "-m",
+            "jobwatchd",
+            "simulate",
+            "--port",
+            str(sim_port),
+            "--demo",
+            "0",
+            "--speed",
+            "1",
+        ],
         stdout=subprocess.DEVNULL,
     )
     config = work / "bench.toml"
     config.write_text(
         f"""
 [daemon]
-state_dir = "{work / 'state'}"
+state_dir = "{work / "state"}"
 log_level = "warning"
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -120,7 +131,9 @@ jitter = 0.0
         first = call("GET", f"{base}/readyz")["polls"]
         cpu_before, t_before = cpu_seconds(daemon.pid), time.monotonic()
         if os.environ.get("PROFILE"):
-            subprocess.run(["py-spy", "record", "-d", str(int(args.window)), "-o", os.environ["PROFILE"], "-f", "raw", "-p", str(daemon.pid)], check=False)
+            record = ["py-spy", "record", "-d", str(int(args.window)), "-f", "raw"]
+            target = ["-o", os.environ["PROFILE"], "-p", str(daemon.pid)]
+            subprocess.run([*record, *target], check=False)
         else:
             time.sleep(args.window)
         polls = call("GET", f"{base}/readyz")["polls"] - first

@@ -213,6 +213,8 @@ class PollingConfig:
     timeout: float = 24 * 3600.0
     not_found_grace: float = 120.0
     retention: float = 7 * 86400.0
+    adaptive: bool = True
+    target_lag: float = 8.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -778,6 +780,8 @@ def _parse_polling(data: Mapping[str, object]) -> PollingConfig:
         timeout=duration("timeout", positive=True),
         not_found_grace=duration("not_found_grace"),
         retention=duration("retention"),
+        adaptive=_boolean(table.get("adaptive", defaults.adaptive), "polling.adaptive"),
+        target_lag=duration("target_lag", positive=True),
     )
 
 
@@ -1152,6 +1156,8 @@ def render_effective(config: Config) -> str:
                 "timeout": _toml_duration(polling.timeout),
                 "not_found_grace": _toml_duration(polling.not_found_grace),
                 "retention": _toml_duration(polling.retention),
+                "adaptive": polling.adaptive,
+                "target_lag": _toml_duration(polling.target_lag),
             },
         )
     )

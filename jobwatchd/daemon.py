@@ -1,8 +1,9 @@
-"""The daemon's lifecycle: wire the parts, serve, handle signals, drain.
+"""The daemon's lifecycle: wire the parts, serve, handle signals, reload, drain.
 
-Side tasks (scheduler, sink runners, purger) are watched together with the
-stop signal: if one of them dies, the daemon stops instead of staying up
-half-alive, and the service manager restarts it.
+Core tasks (scheduler, purger, supervisor) are watched together with the stop
+signal, and every sink runner reports its own death: if any of them dies the
+daemon stops instead of staying up half-alive, and the service manager
+restarts it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,22 @@ from aiohttp import web
 
 from jobwatchd import __version__
 from jobwatchd.api import Api
+from jobwatchd.auth import AkSkAuth, IamPasswordAuth
 from jobwatchd.backoff import BackoffPolicy
-from jobwatchd.config import AccountConfig, Config, ConfigError, read_secret
+from jobwatchd.config import AccountConfig, Config, ConfigError, load_config, read_secret
+from jobwatchd.deadletters import DeadLetterService, DeadLetterStore, add_routes
 from jobwatchd.delivery import SinkRunner
-from jobwatchd.logs import get_logger
+from jobwatchd.learning import AdaptivePolicy
+from jobwatchd.logs import configure_logging, get_logger
+from jobwatchd.metrics import Metrics, SinkStats, Snapshot
 from jobwatchd.models import StoredEvent
 from jobwatchd.poller import PollerPool
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.sinks import SinkContext, create_sink
 from jobwatchd.store.sqlite import SQLiteStore
+from jobwatchd.stream import EventHub
+from jobwatchd.stream import add_routes as add_stream_routes
+from jobwatchd.systemd import Notifier, monotonic_usec, watchdog_interval
 from jobwatchd.tracker import PollSettings, Tracker
 from jobwatchd.upstream import Authenticator, NoAuth, TokenAuth, UpstreamClient
 
@@ -38,6 +46,9 @@ log = get_logger("jobwatchd.daemon")
 
 DRAIN_TIMEOUT = 10.0
 DATABASE_FILE = "jobwatchd.db"
+SUPERVISE_INTERVAL = 0.5
+STATUS_INTERVAL = 5.0
+UNHEALTHY_LOOP_LAG = 5.0
 
 
 def authenticator_for(account: AccountConfig, index: int) -> Authenticator:
@@ -47,10 +58,11 @@ def authenticator_for(account: AccountConfig, index: int) -> Authenticator:
     if account.auth == "token":
         assert account.token_file is not None, "config validation requires token_file"
         return TokenAuth(account.token_file)
-    raise ConfigError(
-        f"accounts[{index}].auth",
-        f"{account.auth!r} is not supported by this version yet; use 'token'",
-    )
+    if account.auth == "aksk":
+        return AkSkAuth.for_account(account, f"accounts[{index}]", os.environ)
+    if account.auth == "iam-password":
+        return IamPasswordAuth.for_account(account, f"accounts[{index}]")
+    raise ConfigError(f"accounts[{index}].auth", f"unknown auth mode {account.auth!r}")
 
 
 def poll_settings(config: Config) -> PollSettings:
@@ -66,12 +78,37 @@ def poll_settings(config: Config) -> PollSettings:
         initial_delay=polling.initial_delay,
         timeout=polling.timeout,
         not_found_grace=polling.not_found_grace,
+        adaptive=AdaptivePolicy(target_lag=polling.target_lag) if polling.adaptive else None,
     )
+
+
+def _client_for(account: AccountConfig, index: int, pool_size: int) -> UpstreamClient:
+    return UpstreamClient(
+        endpoint=account.endpoint,
+        auth=authenticator_for(account, index),
+        pool_size=pool_size,
+        request_timeout=account.request_timeout,
+        ca_file=account.ca_file,
+    )
+
+
+def _same_connection(old: AccountConfig, new: AccountConfig) -> bool:
+    return (old.endpoint, old.request_timeout, old.ca_file) == (
+        new.endpoint,
+        new.request_timeout,
+        new.ca_file,
+    )
+
+
+def _needs_new_credentials(old: AccountConfig | None, new: AccountConfig) -> bool:
+    """Whether a reload must rebuild an account's credentials. Files are re-read
+    (cheap); an IAM token is only fetched again when the IAM settings changed."""
+    return old is None or new.auth != "iam-password" or old != new
 
 
 @contextlib.contextmanager
 def signal_handlers(
-    loop: asyncio.AbstractEventLoop, handlers: dict[signal.Signals, Any]
+    loop: asyncio.AbstractEventLoop, handlers: Mapping[signal.Signals, Any]
 ) -> Iterator[None]:
     """Install loop signal handlers, and remove them on exit."""
     for signum, handler in handlers.items():
@@ -86,40 +123,94 @@ def signal_handlers(
 class Daemon:
     """One jobwatchd instance."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        simulator_endpoint: str | None = None,
+    ) -> None:
         self.config = config
+        self.notifier = notifier or Notifier()
+        self.simulator_endpoint = simulator_endpoint
         self.stop_requested = asyncio.Event()
         self.store = SQLiteStore(config.daemon.state_dir / DATABASE_FILE)
+        self.stream_hub = EventHub(self.store)
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.polling.concurrency)
         self.scheduler = Scheduler(self.queue)
+        self.metrics = Metrics()
         self.clients: dict[str, UpstreamClient] = {}
-        self.runners: list[SinkRunner] = []
+        self.runners: dict[str, SinkRunner] = {}
+        self._runner_tasks: dict[str, asyncio.Task[None]] = {}
         self.tracker: Tracker | None = None
+        self.api: Api | None = None
         self.pollers: PollerPool | None = None
-        self.started_at = time.time()
         self.ready = asyncio.Event()
         self.address: str | None = None
+        self.reloads = 0
+        self._crashed: list[str] = []
+        self._jobs_by_status: dict[str, int] = {}
+        self._sink_lag: dict[str, float] = {}
+        self._last_seq = 0
+        self._loop_lag = 0.0
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- building -------------------------------------------------------------------
 
     def _build_clients(self) -> None:
         for index, account in enumerate(self.config.accounts):
-            self.clients[account.name] = UpstreamClient(
-                endpoint=account.endpoint,
-                auth=authenticator_for(account, index),
-                pool_size=self.config.polling.concurrency,
-                request_timeout=account.request_timeout,
-                ca_file=account.ca_file,
+            self.clients[account.name] = _client_for(
+                account, index, self.config.polling.concurrency
             )
             self.scheduler.configure_account(account.name, account.rate_limit)
 
-    def _build_sinks(self) -> None:
-        context = SinkContext(state_dir=self.config.daemon.state_dir)
-        for index, sink_config in enumerate(self.config.sinks):
-            sink = create_sink(sink_config, context, index)
-            self.runners.append(SinkRunner(sink, sink_config.filter, self.store))
+    def _sink_context(self) -> SinkContext:
+        return SinkContext(state_dir=self.config.daemon.state_dir)
+
+    def _create_runners(self, config: Config) -> dict[str, SinkRunner]:
+        context = self._sink_context()
+        return {
+            sink_config.name: SinkRunner(
+                create_sink(sink_config, context, index), sink_config.filter, self.store
+            )
+            for index, sink_config in enumerate(config.sinks)
+        }
+
+    async def _start_runner(self, runner: SinkRunner) -> None:
+        await runner.sink.start()
+        self.runners[runner.name] = runner
+        task = asyncio.create_task(runner.run(), name=f"sink-{runner.name}")
+        task.add_done_callback(self._runner_done)
+        self._runner_tasks[runner.name] = task
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        log.error("daemon.task_died", task=task.get_name(), error=repr(task.exception()))
+        self._crashed.append(task.get_name())
+        self.stop_requested.set()
+
+    async def _stop_runner(self, name: str) -> None:
+        task = self._runner_tasks.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        runner = self.runners.pop(name)
+        await runner.sink.close()
 
     def _on_events(self, events: Sequence[StoredEvent]) -> None:
-        for runner in self.runners:
+        if events:
+            self._last_seq = max(self._last_seq, events[-1].seq)
+        for runner in self.runners.values():
             runner.notify()
+        self.stream_hub.notify()
+
+    def _sinks(self) -> list[object]:
+        """The running sinks (they change on reload), for redelivering dead letters."""
+        return [runner.sink for runner in self.runners.values()]
+
+    # -- observability --------------------------------------------------------------
 
     def readiness(self) -> dict[str, Any]:
         """The body of ``/readyz``: counts and per-account upstream state."""
@@ -136,12 +227,100 @@ class Daemon:
             "active_jobs": len(tracker.active),
             "scheduled": len(self.scheduler),
             "polls": tracker.polls_done,
+            "polls_in_flight": self.pollers.in_flight if self.pollers else 0,
+            "pollers": self.pollers.alive if self.pollers else 0,
+            "reloads": self.reloads,
+            "streams": self.stream_hub.stats(),
             "accounts": accounts,
-            "sinks": {
-                runner.name: {"position": runner.position, "delivered": runner.delivered}
-                for runner in self.runners
-            },
+            "sinks": {runner.name: runner.stats() for runner in self.runners.values()},
         }
+
+    def _metrics_snapshot(self) -> Snapshot:
+        now = time.time()
+        sinks = [
+            SinkStats(
+                name=runner.name,
+                delivered=runner.delivered,
+                failures=runner.failures,
+                position=runner.position,
+                backlog=max(0, self._last_seq - runner.position),
+                lag_seconds=max(0.0, now - self._sink_lag[runner.name])
+                if runner.name in self._sink_lag
+                else 0.0,
+                dead_lettered=int(getattr(runner.sink, "dead_lettered", 0)),
+            )
+            for runner in self.runners.values()
+        ]
+        return Snapshot(
+            jobs_by_status=self._jobs_by_status,
+            sinks=sinks,
+            paused_seconds={name: self.scheduler.paused_for(name) for name in self.clients},
+            polls_in_flight=self.pollers.in_flight if self.pollers else 0,
+        )
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        # State that needs the store is refreshed here, then read synchronously.
+        self._jobs_by_status = await self.store.count_by_status()
+        self._last_seq = await self.store.last_seq()
+        self._sink_lag = {}
+        for runner in self.runners.values():
+            oldest = await self.store.recorded_at_after(runner.position)
+            if oldest is not None:
+                self._sink_lag[runner.name] = oldest
+        return web.Response(
+            body=self.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    def _status_line(self) -> str:
+        tracker = self.tracker
+        assert tracker is not None
+        delivered = sum(runner.delivered for runner in self.runners.values())
+        in_flight = self.pollers.in_flight if self.pollers else 0
+        return (
+            f"tracking {len(tracker.active)} jobs, {in_flight} polls in flight,"
+            f" {tracker.polls_done} polls, {delivered} events delivered"
+        )
+
+    async def _healthy(self, core: Sequence[asyncio.Task[Any]]) -> bool:
+        if any(task.done() for task in core) or self._crashed:
+            return False
+        if self.pollers is None or self.pollers.alive < self.pollers.concurrency:
+            return False
+        if self._loop_lag > UNHEALTHY_LOOP_LAG:
+            return False
+        try:
+            async with asyncio.timeout(UNHEALTHY_LOOP_LAG):
+                await self.store.last_seq()
+        except (TimeoutError, Exception):
+            return False
+        return True
+
+    async def _supervise(self, core: Sequence[asyncio.Task[Any]]) -> None:
+        """Measure event-loop lag, publish STATUS=, ping the watchdog while healthy."""
+        loop = asyncio.get_running_loop()
+        ping_every = watchdog_interval(os.environ, os.getpid())
+        next_ping = loop.time()
+        next_status = loop.time()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(SUPERVISE_INTERVAL)
+            now = loop.time()
+            self._loop_lag = max(0.0, now - before - SUPERVISE_INTERVAL)
+            self.metrics.event_loop_lag.set(self._loop_lag)
+            if ping_every is not None and now >= next_ping:
+                if await self._healthy(core):
+                    self.notifier.send(WATCHDOG=1)
+                else:
+                    log.error("daemon.unhealthy", loop_lag=round(self._loop_lag, 3))
+                next_ping = now + ping_every
+            if now >= next_status:
+                self.notifier.send(STATUS=self._status_line())
+                next_status = now + STATUS_INTERVAL
+                if self.tracker is not None:
+                    await self.tracker.flush_models()
+
+    # -- running --------------------------------------------------------------------
 
     def _api_token(self) -> str | None:
         token_file = self.config.api.token_file
@@ -150,17 +329,14 @@ class Daemon:
     async def _start_site(self, runner: web.AppRunner) -> str:
         api = self.config.api
         unix_path = api.unix_path
-        site: web.BaseSite
         if unix_path is not None:
             unix_path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 unix_path.unlink()
-            site = web.UnixSite(runner, str(unix_path))
-            await site.start()
+            await web.UnixSite(runner, str(unix_path)).start()
             os.chmod(unix_path, 0o660)
             return f"unix:{unix_path}"
-        site = web.TCPSite(runner, api.host, api.port, reuse_address=True)
-        await site.start()
+        await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
         host, port = runner.addresses[0][:2]  # the bound port, when port 0 was asked
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -169,6 +345,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
         self._build_clients()
+        runners = self._create_runners(self.config)
         await self.store.open()
         tracker = Tracker(
             store=self.store,
@@ -176,97 +353,227 @@ class Daemon:
             clients=self.clients,
             settings=poll_settings(self.config),
             on_events=self._on_events,
+            metrics=self.metrics,
         )
         self.tracker = tracker
-        self._build_sinks()
         api = Api(tracker, self.config, token=self._api_token(), readiness=self.readiness)
-        app_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
-        tasks: list[asyncio.Task[Any]] = []
+        self.api = api
+        app = api.app()
+        app.router.add_get("/metrics", self._metrics_handler)
+        add_stream_routes(app, self.stream_hub)
+        dead_letters = DeadLetterStore(self.config.daemon.state_dir)
+        add_routes(app, DeadLetterService(dead_letters, self._sinks))
+        self.metrics.watch(self._metrics_snapshot)
+        app_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        core: list[asyncio.Task[Any]] = []
+        exit_code = 0
         try:
             for client in self.clients.values():
                 await client.start()
-            for runner in self.runners:
-                await runner.sink.start()
-            restored = await tracker.restore()
+            for runner in runners.values():
+                await self._start_runner(runner)
+            self._last_seq = await self.store.last_seq()
+            await tracker.load_models()
             self.pollers = PollerPool(self.queue, tracker, self.config.polling.concurrency)
             self.pollers.start()
-            tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
-            tasks.extend(
-                asyncio.create_task(runner.run(), name=f"sink-{runner.name}")
-                for runner in self.runners
-            )
-            tasks.append(asyncio.create_task(self._purge_loop(), name="purger"))
+            core.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+            core.append(asyncio.create_task(self._purge_loop(), name="purger"))
+            core.append(asyncio.create_task(self._supervise(core), name="supervisor"))
+            # Jobs come back page by page while the API already serves.
+            restoring = asyncio.create_task(self._restore(tracker), name="restore")
+            self._background.add(restoring)
+            restoring.add_done_callback(self._background.discard)
             await app_runner.setup()
-            address = await self._start_site(app_runner)
-            self.address = address
+            self.address = await self._start_site(app_runner)
             self.ready.set()
+            self.notifier.send(READY=1, STATUS=self._status_line())
             log.info(
                 "daemon.ready",
                 version=__version__,
-                listen=address,
+                listen=self.address,
                 state_dir=str(self.config.daemon.state_dir),
-                restored_jobs=restored,
                 accounts=[account.name for account in self.config.accounts],
-                sinks=[runner.name for runner in self.runners],
+                sinks=list(self.runners),
             )
             handlers = {
                 signal.SIGTERM: self.stop_requested.set,
                 signal.SIGINT: self.stop_requested.set,
-                signal.SIGHUP: lambda: asyncio.ensure_future(self.handle_sighup()),
+                signal.SIGHUP: self._reload_in_background,
             }
             with signal_handlers(loop, handlers):
                 stopper = asyncio.create_task(self.stop_requested.wait(), name="stop")
-                done, _ = await asyncio.wait([stopper, *tasks], return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait([stopper, *core], return_when="FIRST_COMPLETED")
                 stopper.cancel()
-                crashed = [task for task in done if task is not stopper]
-                for task in crashed:
-                    exc = task.exception() if not task.cancelled() else None
-                    log.error("daemon.task_died", task=task.get_name(), error=repr(exc))
+                for task in done:
+                    if task is not stopper:
+                        error = None if task.cancelled() else task.exception()
+                        log.error("daemon.task_died", task=task.get_name(), error=repr(error))
+                        self._crashed.append(task.get_name())
                 api.accepting = False
+                self.notifier.send(STOPPING=1, STATUS="draining")
                 log.info("daemon.draining")
-                await self._drain(app_runner)
-            return 1 if crashed else 0
+                await self._drain()
+            exit_code = 1 if self._crashed else 0
         finally:
-            for task in tasks:
+            for task in core:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*core, return_exceptions=True)
+            for name in list(self._runner_tasks):
+                await self._stop_runner(name)
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            if self.tracker is not None:
+                with contextlib.suppress(Exception):
+                    await self.tracker.flush_models()
             await app_runner.cleanup()
             for client in self.clients.values():
                 await client.close()
-            for runner in self.runners:
-                await runner.sink.close()
             await self.store.close()
-            log.info("daemon.stopped")
+            self.notifier.close()
+            log.info("daemon.stopped", exit_code=exit_code)
+        return exit_code
 
-    async def _drain(self, app_runner: web.AppRunner) -> None:
+    async def _restore(self, tracker: Tracker) -> None:
+        started = time.monotonic()
+        try:
+            count = await tracker.restore()
+        except Exception:
+            log.exception("daemon.restore_failed")
+            self._crashed.append("restore")
+            self.stop_requested.set()
+            return
+        log.info("daemon.restored", jobs=count, seconds=round(time.monotonic() - started, 3))
+
+    def _reload_in_background(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _drain(self) -> None:
+        """Finish in-flight polls, then let sinks catch up, all within DRAIN_TIMEOUT."""
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        if self.pollers is not None:
-            finished = await self.pollers.drain(DRAIN_TIMEOUT)
-            if not finished:
-                log.warning("daemon.drain_timeout", part="pollers")
-        for runner in self.runners:
+        if self.pollers is not None and not await self.pollers.drain(DRAIN_TIMEOUT):
+            log.warning("daemon.drain_timeout", part="pollers")
+        for runner in self.runners.values():
             if not await runner.wait_caught_up(max(0.0, deadline - time.monotonic())):
                 log.warning("daemon.drain_timeout", part=f"sink {runner.name}")
 
-    async def handle_sighup(self) -> None:
-        """Reopen file sinks (log rotation)."""
-        log.info("daemon.reopening_sinks")
-        for runner in self.runners:
-            try:
-                await runner.sink.reopen()
-            except Exception:
-                log.exception("sink.reopen_failed", sink=runner.name)
-
     async def _purge_loop(self) -> None:
-        retention = self.config.polling.retention
-        period = min(3600.0, max(1.0, retention / 10))
         while True:
-            await asyncio.sleep(period)
-            jobs, events = await self.store.purge(
-                time.time() - retention, [runner.name for runner in self.runners]
-            )
+            retention = self.config.polling.retention
+            await asyncio.sleep(min(3600.0, max(1.0, retention / 10)))
+            jobs, events = await self.store.purge(time.time() - retention, list(self.runners))
             if jobs or events:
                 log.info("store.purged", jobs=jobs, events=events)
+
+    # -- reload ---------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config and apply sinks, credentials and polling
+        settings without dropping a job or an event. An invalid config is
+        refused with a log line and the running one stays."""
+        async with self._reload_lock:
+            self.notifier.send(RELOADING=1, MONOTONIC_USEC=monotonic_usec())
+            try:
+                applied = await self._reload()
+            finally:
+                self.notifier.send(READY=1, STATUS=self._status_line())
+            self.metrics.reloads.labels("applied" if applied else "rejected").inc()
+            return applied
+
+    async def _reload(self) -> bool:
+        source = self.config.source
+        try:
+            new = await asyncio.to_thread(load_config, source)
+            if self.simulator_endpoint is not None:
+                new = simulated(new, self.simulator_endpoint)
+            # Build everything that can fail before changing anything.
+            previous = {account.name: account for account in self.config.accounts}
+            authenticators = {
+                account.name: authenticator_for(account, index)
+                for index, account in enumerate(new.accounts)
+                if _needs_new_credentials(previous.get(account.name), account)
+            }
+            old_sinks = {sink.name: sink for sink in self.config.sinks}
+            fresh = [
+                sink
+                for sink in new.sinks
+                if sink.name not in old_sinks or old_sinks[sink.name] != sink
+            ]
+            replacements = self._create_runners(dataclasses.replace(new, sinks=tuple(fresh)))
+        except ConfigError as exc:
+            log.error("config.reload_rejected", error=str(exc), source=str(source))
+            return False
+        old = self.config
+        self._apply_accounts(old, new, authenticators)
+        await self._apply_sinks(old, new, replacements)
+        assert self.tracker is not None
+        assert self.pollers is not None
+        self.tracker.settings = poll_settings(new)
+        if new.polling.concurrency != self.pollers.concurrency:
+            self.pollers.resize(new.polling.concurrency)
+        if new.daemon.log_level != old.daemon.log_level:
+            configure_logging(new.daemon.log_level)
+        if new.api != old.api:
+            log.warning("config.restart_needed", changed="api")
+        if new.daemon.state_dir != old.daemon.state_dir:
+            log.warning("config.restart_needed", changed="daemon.state_dir")
+        self.config = new
+        if self.api is not None:
+            self.api.reconfigure(new)  # registrations see added or changed accounts
+        self.reloads += 1
+        log.info(
+            "config.reloaded",
+            source=str(source),
+            accounts=[account.name for account in new.accounts],
+            sinks=list(self.runners),
+        )
+        return True
+
+    def _apply_accounts(
+        self, old: Config, new: Config, authenticators: Mapping[str, Authenticator]
+    ) -> None:
+        previous = {account.name: account for account in old.accounts}
+        for index, account in enumerate(new.accounts):
+            self.scheduler.configure_account(account.name, account.rate_limit)
+            current = previous.get(account.name)
+            replaced = self.clients.get(account.name)
+            auth = authenticators.get(account.name)
+            if auth is None:  # unchanged IAM settings: keep the cached token
+                assert replaced is not None
+                auth = replaced.auth
+            if current is not None and _same_connection(current, account):
+                self.clients[account.name].auth = auth
+                continue
+            client = _client_for(account, index, new.polling.concurrency)
+            client.auth = auth
+            self.clients[account.name] = client
+            task = asyncio.create_task(self._swap_client(client, replaced))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        for name in previous.keys() - {account.name for account in new.accounts}:
+            log.warning("config.account_removed_kept", account=name)
+
+    @staticmethod
+    async def _swap_client(client: UpstreamClient, replaced: UpstreamClient | None) -> None:
+        await client.start()
+        if replaced is not None:
+            # Polls in flight on the old session finish first.
+            await asyncio.sleep(replaced.request_timeout)
+            await replaced.close()
+
+    async def _apply_sinks(
+        self, old: Config, new: Config, replacements: Mapping[str, SinkRunner]
+    ) -> None:
+        wanted = {sink.name for sink in new.sinks}
+        for name in list(self.runners):
+            if name not in wanted or name in replacements:
+                await self._stop_runner(name)
+        for runner in self.runners.values():
+            await runner.sink.reopen()  # unchanged sinks: reopen files (logrotate)
+        for runner in replacements.values():
+            await self._start_runner(runner)
 
 
 def simulated(config: Config, endpoint: str) -> Config:
@@ -294,6 +601,7 @@ def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 
     async def main() -> int:
         nonlocal config
         sim_runner = None
+        endpoint = None
         if simulate:
             from jobwatchd.simulator import Simulator, start_simulator  # noqa: PLC0415
 
@@ -304,7 +612,7 @@ def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 
             demo = _create_demo_jobs(simulator, config.accounts[0].project_id)
             log.info("simulator.started", endpoint=endpoint, speed=10.0, demo_jobs=demo)
         try:
-            return await Daemon(config).run()
+            return await Daemon(config, simulator_endpoint=endpoint).run()
         finally:
             if sim_runner is not None:
                 await sim_runner.cleanup()

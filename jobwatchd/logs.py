@@ -75,7 +75,8 @@ def configure_logging(level: str = "info", *, console: bool | None = None) -> No
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
         logger_factory=factory,
-        cache_logger_on_first_use=True,
+        # Not cached: a reload may change the level of loggers that already exist.
+        cache_logger_on_first_use=False,
     )
     # Libraries that log through the standard library: warnings and up, on stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")

@@ -18,8 +18,9 @@ class PollerPool:
         self._queue = queue
         self._tracker = tracker
         self._concurrency = concurrency
-        self._workers: list[asyncio.Task[None]] = []
-        self._in_flight = 0
+        self._workers: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = True
@@ -27,21 +28,47 @@ class PollerPool:
     @property
     def in_flight(self) -> int:
         """Polls running right now."""
-        return self._in_flight
+        return len(self._busy)
+
+    @property
+    def alive(self) -> int:
+        """Workers running and not retiring (equals ``concurrency`` unless one died)."""
+        return sum(1 for w in self._workers if not w.done() and w not in self._retiring)
+
+    @property
+    def concurrency(self) -> int:
+        """The configured number of workers."""
+        return self._concurrency
 
     def start(self) -> None:
         """Start the workers."""
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"poller-{number}")
-            for number in range(self._concurrency)
-        ]
+        self.resize(self._concurrency)
+
+    def resize(self, concurrency: int) -> None:
+        """Run ``concurrency`` workers. Surplus idle workers stop now, busy ones
+        after their current poll: no poll is cut short."""
+        self._concurrency = concurrency
+        self._workers = {w for w in self._workers if not w.done()}
+        active = [w for w in self._workers if w not in self._retiring]
+        for _ in range(concurrency - len(active)):
+            worker = asyncio.create_task(self._work(), name="poller")
+            self._workers.add(worker)
+        surplus = len(active) - concurrency
+        for worker in sorted(active, key=lambda w: w in self._busy):
+            if surplus <= 0:
+                break
+            surplus -= 1
+            if worker in self._busy:
+                self._retiring.add(worker)
+            else:
+                worker.cancel()
 
     async def _work(self) -> None:
-        while self._accepting:
+        me = asyncio.current_task()
+        assert me is not None
+        while self._accepting and me not in self._retiring:
             job_id = await self._queue.get()
-            if not self._accepting:
-                break
-            self._in_flight += 1
+            self._busy.add(me)
             self._idle.clear()
             try:
                 await self._tracker.poll(job_id)
@@ -49,14 +76,17 @@ class PollerPool:
                 log.exception("poll.crashed", job_id=job_id)
                 self._tracker.reschedule_after_crash(job_id)
             finally:
-                self._in_flight -= 1
-                if self._in_flight == 0:
+                self._busy.discard(me)
+                if not self._busy:
                     self._idle.set()
                 self._queue.task_done()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking jobs, let in-flight polls finish within ``timeout``; True if they did."""
         self._accepting = False
+        for worker in self._workers:
+            if worker not in self._busy:
+                worker.cancel()
         finished = True
         try:
             async with asyncio.timeout(timeout):

@@ -11,9 +11,9 @@ class TokenBucket:
 
     __slots__ = ("_tokens", "_updated", "burst", "rate")
 
-    # Refills are floating-point sums: a token due at exactly ``wait_time``
-    # may arrive as 0.9999999999999999 of one.
-    _EPSILON = 1e-9
+    # Refills are floating-point sums: waiting exactly (1 - tokens) / rate may
+    # refill to 0.9999999999999999 of a token, so wait_time rounds up a hair.
+    _ROUND_UP = 1 + 1e-9
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         if rate <= 0 or burst < 1:
@@ -31,13 +31,15 @@ class TokenBucket:
     def wait_time(self, now: float) -> float:
         """Seconds until a token is available (0 when one is available now)."""
         self._refill(now)
-        return 0.0 if self._tokens >= 1 - self._EPSILON else (1 - self._tokens) / self.rate
+        if self._tokens >= 1:
+            return 0.0
+        return (1 - self._tokens) / self.rate * self._ROUND_UP
 
     def try_take(self, now: float) -> bool:
         """Take a token if one is available."""
         self._refill(now)
-        if self._tokens >= 1 - self._EPSILON:
-            self._tokens = max(0.0, self._tokens - 1)
+        if self._tokens >= 1:
+            self._tokens -= 1
             return True
         return False
 

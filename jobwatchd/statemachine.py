@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from jobwatchd.models import FAIL, PENDING, SUCCESS, UPSTREAM_STATUSES, is_terminal
@@ -124,6 +125,9 @@ def parse_response(body: object) -> JobResponse:
     )
 
 
+_NO_SUB_JOBS: Mapping[str, tuple[str, int]] = MappingProxyType({})  # shared: most jobs
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     """What was last seen of a job: its status, how many transitions it made,
@@ -131,7 +135,7 @@ class Snapshot:
 
     status: str = PENDING
     transitions: int = 0
-    sub_jobs: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    sub_jobs: Mapping[str, tuple[str, int]] = field(default_factory=lambda: _NO_SUB_JOBS)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form for the store."""
@@ -144,11 +148,13 @@ class Snapshot:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
         """Rebuild from :meth:`to_json` output (an empty mapping is a fresh job)."""
-        subs = data.get("sub_jobs") or {}
+        subs = data.get("sub_jobs")
         return cls(
             status=str(data.get("status", PENDING)),
             transitions=int(data.get("transitions", 0)),
-            sub_jobs={str(key): (str(value[0]), int(value[1])) for key, value in subs.items()},
+            sub_jobs={str(key): (str(value[0]), int(value[1])) for key, value in subs.items()}
+            if subs
+            else _NO_SUB_JOBS,
         )
 
 

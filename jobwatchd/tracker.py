@@ -1,28 +1,38 @@
-"""The tracker: registration, the in-memory view of active jobs, and what each
-poll outcome does to a job (PRODUCT §2).
+"""The tracker: registration, the in-memory state of active jobs, and what
+each poll outcome does to a job (PRODUCT §2).
 
 Only transitions (and registrations) are written to the store; a poll that
 changes nothing costs no write. Every write is conditional on the version it
 was computed from, and events are recorded in the same transaction as the job
 update, before any sink sees them.
+
+An active job costs a few hundred bytes of memory: the full record (labels,
+entities, history) stays in the store and is read back only when the job
+changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import datetime as dt
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.events import build_events
+from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
 from jobwatchd.logs import get_logger
+from jobwatchd.metrics import Metrics
 from jobwatchd.models import (
     ERROR,
+    FAIL,
     NOT_FOUND,
+    RUNNING,
+    SUCCESS,
     TIMEOUT,
     JobRecord,
     NewJob,
@@ -36,6 +46,7 @@ from jobwatchd.store import Registration, StaleWriteError, Store
 from jobwatchd.upstream import Outcome, OutcomeKind, UpstreamClient, UpstreamError
 
 REJECTIONS_BEFORE_ERROR = 3
+RESTORE_PAGE = 5000
 
 log = get_logger("jobwatchd.tracker")
 
@@ -48,17 +59,43 @@ class PollSettings:
     initial_delay: float
     timeout: float
     not_found_grace: float
+    adaptive: AdaptivePolicy | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ActiveJob:
-    """A job still being polled, with the state that lives only in memory."""
+    """What polling needs of a job; the rest lives in the store."""
 
-    record: JobRecord
+    job_id: str
+    project_id: str
+    account: str
+    status: str
+    version: int
+    deadline: float
     snapshot: Snapshot
+    polls: int = 0
     attempt: int = 0
     not_found_since: float | None = None
     rejections: int = 0
+    last_error: dict[str, Any] | None = None
+    job_type: str | None = None
+    began_at: float | None = None
+
+
+def parse_time(value: str | None) -> float | None:
+    """A vendor timestamp (``2016-04-25T20:04:47.591Z``) as unix seconds."""
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Models:
+    by_type: dict[str, DurationModel] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
 
 
 class Tracker:
@@ -74,8 +111,10 @@ class Tracker:
         on_events: Callable[[Sequence[StoredEvent]], None],
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.scheduler = scheduler
         self.clients = clients
         self.settings = settings
@@ -86,40 +125,96 @@ class Tracker:
         self._terminal_waiters: dict[str, asyncio.Event] = {}
         self.polls_done = 0
         self.account_state: dict[str, dict[str, Any]] = {}
+        self._models = _Models()
+        self._restoring = False
+        self._deleted_while_restoring: set[str] = set()
+        self.restored = 0
 
-    # -- registration and queries -------------------------------------------------
+    # -- start-up -------------------------------------------------------------------
+
+    async def load_models(self) -> None:
+        """Load the learned duration models."""
+        stored = await self.store.load_duration_models()
+        self._models.by_type = {
+            job_type: DurationModel.from_json(data) for job_type, data in stored.items()
+        }
+
+    async def flush_models(self) -> None:
+        """Persist the models that learned something since the last flush."""
+        if not self._models.dirty:
+            return
+        dirty, self._models.dirty = self._models.dirty, set()
+        await self.store.save_duration_models(
+            {name: self._models.by_type[name].to_json() for name in dirty}
+        )
 
     async def restore(self) -> int:
-        """Reload every active job from the store and schedule it; returns the count."""
-        records = await self.store.active_jobs()
+        """Reload every active job from the store, page by page, and schedule
+        it; the API serves meanwhile. Returns the count."""
+        self._restoring = True
         spread = max(self.settings.initial_delay, self.settings.backoff.min_interval)
-        for record in records:
-            self._activate(record, delay=self._rng.random() * spread)
-        return len(records)
+        after: str | None = None
+        try:
+            while True:
+                page = await self.store.active_jobs_page(after, RESTORE_PAGE)
+                for record in page:
+                    if (
+                        record.job_id in self.active
+                        or record.job_id in self._deleted_while_restoring
+                    ):
+                        continue
+                    self._activate(record, delay=self._rng.random() * spread)
+                    self.restored += 1
+                if len(page) < RESTORE_PAGE:
+                    return self.restored
+                after = page[-1].job_id
+        finally:
+            self._restoring = False
+            self._deleted_while_restoring.clear()
 
     def _activate(self, record: JobRecord, *, delay: float) -> None:
-        self.active[record.job_id] = ActiveJob(record, Snapshot.from_json(record.snapshot))
+        snapshot = Snapshot.from_json(record.snapshot)
+        self.active[record.job_id] = ActiveJob(
+            job_id=record.job_id,
+            project_id=sys.intern(record.project_id),
+            account=sys.intern(record.account),
+            status=sys.intern(record.status),
+            version=record.version,
+            deadline=record.registered_at + (record.timeout or self.settings.timeout),
+            snapshot=snapshot,
+            polls=record.polls,
+            last_error=record.last_error,
+            job_type=record.job_type and sys.intern(record.job_type),
+            began_at=parse_time(record.begin_time),
+        )
         self.scheduler.schedule(record.job_id, record.account, delay)
+
+    # -- registration and queries -------------------------------------------------
 
     async def register(self, jobs: Sequence[NewJob]) -> list[Registration]:
         """Store ``jobs`` atomically and start polling the new ones."""
         results = await self.store.register(jobs, self._clock())
+        created = 0
         for result in results:
             if result.created:
+                created += 1
                 self._activate(result.job, delay=self.settings.initial_delay)
+        if created:
+            self.metrics.registrations.inc(created)
+            if created == 1:
+                job = next(r.job for r in results if r.created)
                 log.info(
                     "job.registered",
-                    job_id=result.job.job_id,
-                    project_id=result.job.project_id,
-                    account=result.job.account,
+                    job_id=job.job_id,
+                    project_id=job.project_id,
+                    account=job.account,
                 )
+            else:
+                log.info("jobs.registered", count=created)
         return results
 
     async def get(self, job_id: str) -> JobRecord | None:
-        """The freshest view of a job: in memory while active, else from the store."""
-        active = self.active.get(job_id)
-        if active is not None:
-            return active.record
+        """The job as stored, with the live counters of an active job."""
         return await self.store.get_job(job_id)
 
     async def delete(self, job_id: str) -> bool:
@@ -127,13 +222,15 @@ class Tracker:
         deleted = await self.store.delete_job(job_id)
         self.active.pop(job_id, None)
         self.scheduler.remove(job_id)
+        if self._restoring:
+            self._deleted_while_restoring.add(job_id)
         self._wake_waiters(job_id)
         if deleted:
             log.info("job.deleted", job_id=job_id)
         return deleted
 
     async def wait_terminal(self, job_id: str, timeout: float) -> JobRecord | None:
-        """Wait up to ``timeout`` seconds for the job to end; return its view."""
+        """Wait up to ``timeout`` seconds for the job to end; return it."""
         if job_id in self.active:
             event = self._terminal_waiters.setdefault(job_id, asyncio.Event())
             try:
@@ -154,7 +251,11 @@ class Tracker:
         return None if due_in is None else self._clock() + due_in
 
     def view(self, record: JobRecord) -> dict[str, Any]:
-        """The job object of PRODUCT §5."""
+        """The job object of PRODUCT §5 (live counters for an active job)."""
+        live = self.active.get(record.job_id)
+        polls, last_error = record.polls, record.last_error
+        if live is not None and live.version == record.version:
+            polls, last_error = live.polls, live.last_error
         next_poll = self.next_poll_at(record.job_id) if not record.terminal else None
         return {
             "job_id": record.job_id,
@@ -171,9 +272,9 @@ class Tracker:
             "labels": record.labels,
             "registered_at": iso_time(record.registered_at),
             "updated_at": iso_time(record.updated_at),
-            "polls": record.polls,
+            "polls": polls,
             "next_poll_at": None if next_poll is None else iso_time(next_poll),
-            "last_error": record.last_error,
+            "last_error": last_error,
             "history": record.history,
         }
 
@@ -183,8 +284,7 @@ class Tracker:
         """Keep a job whose poll raised unexpectedly on the schedule."""
         job = self.active.get(job_id)
         if job is not None and self.scheduler.due_in(job_id) is None:
-            now = self._clock()
-            self._reschedule(job, now, now + self.settings.backoff.max_interval)
+            self._reschedule(job, self._clock())
 
     async def poll(self, job_id: str) -> None:
         """Poll ``job_id`` once and act on the outcome."""
@@ -192,24 +292,34 @@ class Tracker:
         if job is None:
             return
         now = self._clock()
-        deadline = job.record.registered_at + (job.record.timeout or self.settings.timeout)
-        if now >= deadline:
+        if now >= job.deadline:
             await self._conclude(job, TIMEOUT, now)
             return
-        client = self.clients[job.record.account]
+        account = job.account
+        started = time.monotonic()
         try:
-            outcome = await client.query(job.record.project_id, job.record.job_id)
+            outcome = await self.clients[account].query(job.project_id, job.job_id)
         except Exception as exc:  # credentials unreadable, and the like: retry later
             outcome = Outcome(
                 kind=OutcomeKind.TRANSIENT,
                 error=UpstreamError(code=type(exc).__name__, message=str(exc), http_status=None),
             )
+        self._count_poll(account, outcome, time.monotonic() - started)
         if self.active.get(job_id) is not job:  # deleted while in flight
             return
         self.polls_done += 1
-        job.record.polls += 1
-        self._note_account(job.record.account, outcome)
-        await self._apply(job, outcome, self._clock(), deadline)
+        job.polls += 1
+        self._note_account(account, outcome)
+        await self._apply(job, outcome, self._clock())
+
+    def _count_poll(self, account: str, outcome: Outcome, seconds: float) -> None:
+        metrics = self.metrics
+        metrics.polls.labels(account, outcome.kind.value).inc()
+        metrics.poll_duration.labels(account).observe(seconds)
+        error = outcome.error
+        if error is not None:
+            status = str(error.http_status or 0)
+            metrics.upstream_errors.labels(account, status, error.code or "").inc()
 
     def _note_account(self, account: str, outcome: Outcome) -> None:
         state = self.account_state.setdefault(account, {})
@@ -220,21 +330,20 @@ class Tracker:
         if outcome.error is not None and not reachable:
             state["last_error"] = outcome.error.to_json(state["last_poll_at"])
 
-    async def _apply(self, job: ActiveJob, outcome: Outcome, now: float, deadline: float) -> None:
-        record = job.record
+    async def _apply(self, job: ActiveJob, outcome: Outcome, now: float) -> None:
         if outcome.error is not None:
-            record.last_error = outcome.error.to_json(iso_time(now))
+            job.last_error = outcome.error.to_json(iso_time(now))
         kind = outcome.kind
         if kind is OutcomeKind.OBSERVED:
             assert outcome.response is not None
             job.not_found_since = None
             job.rejections = 0
-            await self._observed(job, outcome.response, now, deadline)
+            await self._observed(job, outcome.response, now)
             return
         error = outcome.error
         fields = {
-            "job_id": record.job_id,
-            "account": record.account,
+            "job_id": job.job_id,
+            "account": job.account,
             "error_code": error.code if error else None,
             "error_message": error.message if error else None,
             "http_status": error.http_status if error else None,
@@ -247,122 +356,146 @@ class Tracker:
                 await self._conclude(job, NOT_FOUND, now)
                 return
             log.info("poll.not_found", waited=round(waited, 3), **fields)
-            remaining = self.settings.not_found_grace - waited
-            self._reschedule(job, now, deadline, cap=remaining)
+            self._reschedule(job, now, cap=self.settings.not_found_grace - waited)
         elif kind is OutcomeKind.REJECTED:
             job.rejections += 1
             if job.rejections >= REJECTIONS_BEFORE_ERROR:
                 await self._conclude(job, ERROR, now)
                 return
             log.warning("poll.rejected", rejections=job.rejections, **fields)
-            self._reschedule(job, now, deadline)
+            self._reschedule(job, now)
         elif kind is OutcomeKind.UNAUTHORIZED:
             log.error("poll.unauthorized", **fields)
-            self._reschedule(job, now, deadline)
+            self._reschedule(job, now)
         elif kind is OutcomeKind.THROTTLED:
             pause = outcome.retry_after
             if pause is None:
                 pause = self.settings.backoff.interval(job.attempt, self._rng.random())
-            self.scheduler.pause(record.account, pause)
+            self.scheduler.pause(job.account, pause)
+            self.metrics.rate_limit_pauses.labels(job.account).inc()
             log.warning("account.throttled", pause=round(pause, 3), **fields)
             job.attempt += 1
-            self.scheduler.schedule(record.job_id, record.account, min(pause, deadline - now))
+            self.scheduler.schedule(job.job_id, job.account, min(pause, job.deadline - now))
         else:
             log.warning("poll.failed", **fields)
-            self._reschedule(job, now, deadline)
+            self._reschedule(job, now)
 
-    def _reschedule(
-        self, job: ActiveJob, now: float, deadline: float, cap: float | None = None
-    ) -> None:
-        delay = self.settings.backoff.interval(job.attempt, self._rng.random())
+    def _delay(self, job: ActiveJob, now: float) -> float:
+        settings = self.settings
+        policy = settings.adaptive
+        rand = self._rng.random()
+        if policy is not None and job.status == RUNNING and job.job_type and job.began_at:
+            model = self._models.by_type.get(job.job_type)
+            if model is not None and model.ready:
+                elapsed = max(0.0, now - job.began_at)
+                return adaptive_delay(
+                    model, elapsed, policy, settings.backoff, attempt=job.attempt, rand=rand
+                )
+        return settings.backoff.interval(job.attempt, rand)
+
+    def _reschedule(self, job: ActiveJob, now: float, cap: float | None = None) -> None:
+        delay = min(self._delay(job, now), max(0.0, job.deadline - now))
         job.attempt += 1
-        delay = min(delay, max(0.0, deadline - now))
         if cap is not None:
             delay = min(delay, max(0.0, cap))
-        self.scheduler.schedule(job.record.job_id, job.record.account, delay)
+        self.scheduler.schedule(job.job_id, job.account, delay)
 
-    async def _observed(
-        self, job: ActiveJob, response: JobResponse, now: float, deadline: float
-    ) -> None:
-        record = job.record
+    async def _observed(self, job: ActiveJob, response: JobResponse, now: float) -> None:
         if response.unexpected_statuses:
             log.warning(
                 "poll.unexpected_status",
-                job_id=record.job_id,
+                job_id=job.job_id,
                 statuses=sorted(response.unexpected_statuses),
             )
         transitions, snapshot = observe(job.snapshot, response)
+        if job.began_at is None:
+            job.began_at = parse_time(response.begin_time)
+        if job.job_type is None and response.job_type:
+            job.job_type = sys.intern(response.job_type)
         if not transitions:
-            _copy_response(record, response)  # fresher details, written with the next change
-            self._reschedule(job, now, deadline)
+            self._reschedule(job, now)
             return
-        updated = dataclasses.replace(record, history=list(record.history))
-        _copy_response(updated, response)
-        if await self._write(job, updated, snapshot, transitions, response, now):
+        if await self._write(job, snapshot, transitions, response, now):
             job.attempt = 0
             if not is_terminal(snapshot.status):
-                self._reschedule(job, now, deadline)
+                self._reschedule(job, now)
         else:
-            self._reschedule(job, now, deadline)
+            self._reschedule(job, now)
 
     async def _conclude(self, job: ActiveJob, status: str, now: float) -> None:
         transitions, snapshot = conclude(job.snapshot, status)
-        updated = dataclasses.replace(job.record, history=list(job.record.history))
-        if not await self._write(job, updated, snapshot, transitions, None, now):
-            self._reschedule(job, now, now + self.settings.backoff.max_interval)
+        if not await self._write(job, snapshot, transitions, None, now):
+            self._reschedule(job, now)
 
     async def _write(
         self,
         job: ActiveJob,
-        updated: JobRecord,
         snapshot: Snapshot,
         transitions: list[Transition],
         response: JobResponse | None,
         now: float,
     ) -> bool:
         """Persist a change with its events; True when it was recorded."""
-        when = iso_time(now)
-        updated.status = snapshot.status
-        updated.snapshot = snapshot.to_json()
-        updated.updated_at = now
-        updated.history.extend(
-            {"from": t.from_status, "to": t.to_status, "at": when}
-            for t in transitions
-            if t.kind == "job"
-        )
-        events = build_events(updated, transitions, response=response, observed_at=now)
         try:
-            stored = await self.store.record(updated, events)
+            record = await self._current_record(job)
+            when = iso_time(now)
+            if response is not None:
+                record.job_type = response.job_type
+                record.begin_time = response.begin_time
+                record.end_time = response.end_time
+                record.error_code = response.error_code
+                record.fail_reason = response.fail_reason
+                record.entities = response.entities
+            record.status = snapshot.status
+            record.snapshot = snapshot.to_json()
+            record.updated_at = now
+            record.polls = job.polls
+            record.last_error = job.last_error
+            record.history.extend(
+                {"from": t.from_status, "to": t.to_status, "at": when}
+                for t in transitions
+                if t.kind == "job"
+            )
+            events = build_events(record, transitions, response=response, observed_at=now)
+            stored = await self.store.record(record, events)
         except StaleWriteError:
-            log.info("job.vanished", job_id=updated.job_id)
-            self.active.pop(updated.job_id, None)
-            self.scheduler.remove(updated.job_id)
+            log.info("job.vanished", job_id=job.job_id)
+            self.active.pop(job.job_id, None)
+            self.scheduler.remove(job.job_id)
             return False
         except Exception:
-            log.exception("store.write_failed", job_id=updated.job_id)
+            log.exception("store.write_failed", job_id=job.job_id)
             return False
-        job.record = updated
+        job.version = record.version
+        job.status = sys.intern(snapshot.status)
         job.snapshot = snapshot
-        for transition in transitions:
-            if transition.kind == "job":
-                log.debug(
-                    "job.status",
-                    job_id=updated.job_id,
-                    from_status=transition.from_status,
-                    to_status=transition.to_status,
-                )
+        for transition, event in zip(transitions, events, strict=True):
+            self.metrics.transitions.labels(event.type, transition.to_status).inc()
         if is_terminal(snapshot.status):
-            self.active.pop(updated.job_id, None)
-            self.scheduler.remove(updated.job_id)
-            self._wake_waiters(updated.job_id)
+            self.active.pop(job.job_id, None)
+            self.scheduler.remove(job.job_id)
+            self._wake_waiters(job.job_id)
+            self._learn(record)
         self._on_events(stored)
         return True
 
+    async def _current_record(self, job: ActiveJob) -> JobRecord:
+        record = await self.store.get_job(job.job_id)
+        if record is None or record.version != job.version:
+            raise StaleWriteError(job.job_id)
+        return record
 
-def _copy_response(record: JobRecord, response: JobResponse) -> None:
-    record.job_type = response.job_type
-    record.begin_time = response.begin_time
-    record.end_time = response.end_time
-    record.error_code = response.error_code
-    record.fail_reason = response.fail_reason
-    record.entities = response.entities
+    def _learn(self, record: JobRecord) -> None:
+        """A finished job teaches its type's duration model."""
+        if record.status not in (SUCCESS, FAIL) or not record.job_type:
+            return
+        began, ended = parse_time(record.begin_time), parse_time(record.end_time)
+        if began is None or ended is None or ended < began:
+            return
+        model = self._models.by_type.setdefault(record.job_type, DurationModel())
+        model.observe(ended - began)
+        self._models.dirty.add(record.job_type)
+
+    def duration_model(self, job_type: str) -> DurationModel | None:
+        """The learned model of ``job_type``, if any."""
+        return self._models.by_type.get(job_type)

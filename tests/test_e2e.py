@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator
@@ -135,6 +136,11 @@ def test_batch_of_100_jobs_arrives_in_order(
         assert event["specversion"] == "1.0"
         assert event["source"] == "/jobwatchd/default"
         assert event["data"]["project_id"] == DEFAULT_PROJECT_ID
+    # finished jobs taught each job type's duration model, kept for the next start
+    with sqlite3.connect(state / "jobwatchd.db") as db:
+        learned = dict(db.execute("SELECT job_type, model FROM duration_models").fetchall())
+    assert set(learned) == set(MULTI_SUB_JOB_TYPES)
+    assert sum(orjson.loads(model)["count"] for model in learned.values()) == len(jobs)
 
 
 def test_kill_9_mid_run_loses_nothing(
@@ -268,7 +274,7 @@ def test_sighup_reopens_the_file_sink_for_logrotate(
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
     wait_until(
-        lambda: any(r.get("event") == "daemon.reopening_sinks" for r in daemon.log_records()),
+        lambda: any(r.get("event") == "config.reloaded" for r in daemon.log_records()),
         timeout=10,
     )
     after = sim.create_job("resizeServer", duration=20)

@@ -107,11 +107,11 @@ async def test_active_jobs_and_delete(store: Store) -> None:
     done = results[1].job
     done.status = FAIL
     await store.record(done, [])
-    assert [j.job_id for j in await store.active_jobs()] == ["a"]
+    assert [j.job_id for j in await store.active_jobs_page(None, 10)] == ["a"]
     assert await store.count_by_status() == {"PENDING": 1, "FAIL": 1}
     assert await store.delete_job("a") is True
     assert await store.delete_job("a") is False
-    assert await store.active_jobs() == []
+    assert await store.active_jobs_page(None, 10) == []
 
 
 async def test_purge_keeps_undelivered_events(store: Store) -> None:
@@ -149,3 +149,28 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     with pytest.raises(RuntimeError, match="newer than this jobwatchd"):
         await store.open()
+
+
+async def test_active_jobs_come_in_pages(store: Store) -> None:
+    await store.register([new_job(f"j{n}") for n in range(5)], now=1.0)
+    first = await store.active_jobs_page(None, 2)
+    second = await store.active_jobs_page(first[-1].job_id, 2)
+    third = await store.active_jobs_page(second[-1].job_id, 2)
+    assert [j.job_id for j in first + second + third] == ["j0", "j1", "j2", "j3", "j4"]
+
+
+async def test_a_repeat_within_one_batch_is_registered_once(store: Store) -> None:
+    results = await store.register([new_job("a"), new_job("a")], now=1.0)
+    assert [r.created for r in results] == [True, False]
+    with pytest.raises(ConflictError):
+        await store.register([new_job("b", project="p1"), new_job("b", project="p2")], now=1.0)
+    assert await store.get_job("b") is None
+
+
+async def test_duration_models_round_trip(store: Store) -> None:
+    assert await store.load_duration_models() == {}
+    await store.save_duration_models({"createServer": {"count": 3.0, "mean": 4.5, "m2": 0.2}})
+    await store.save_duration_models({"createServer": {"count": 4.0, "mean": 4.4, "m2": 0.3}})
+    assert await store.load_duration_models() == {
+        "createServer": {"count": 4.0, "mean": 4.4, "m2": 0.3}
+    }

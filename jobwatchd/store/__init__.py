@@ -68,9 +68,17 @@ class Store(Protocol):
         """Stop tracking; False when the job was unknown."""
         ...
 
-    async def active_jobs(self) -> list[JobRecord]:
-        """Every non-terminal job, to rebuild the schedule on start."""
+    async def active_jobs_page(self, after: str | None, limit: int) -> list[JobRecord]:
+        """Up to ``limit`` non-terminal jobs with ids after ``after``, by id: the
+        schedule is rebuilt from these pages on start."""
         ...
+
+    async def load_duration_models(self) -> dict[str, dict[str, float]]:
+        """The learned duration model of each job type."""
+        ...
+
+    async def save_duration_models(self, models: Mapping[str, Mapping[str, float]]) -> None:
+        """Store (replace) the given job types' duration models."""
 
     async def record(self, job: JobRecord, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Write ``job`` and append ``events`` in one transaction, only if the
@@ -85,6 +93,10 @@ class Store(Protocol):
 
     async def last_seq(self) -> int:
         """The newest event's sequence number (0 when there is none)."""
+        ...
+
+    async def recorded_at_after(self, seq: int) -> float | None:
+        """When the first event after ``seq`` was recorded (None when there is none)."""
         ...
 
     async def get_position(self, sink: str) -> int:

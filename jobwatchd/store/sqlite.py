@@ -53,6 +53,13 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE duration_models (
+        job_type TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 # Fields kept in the ``doc`` JSON column; the rest have columns of their own.
@@ -69,6 +76,7 @@ _DOC_FIELDS = (
     "history",
     "snapshot",
 )
+_IN_CHUNK = 500  # ids per IN (...) query, well under the parameter limit
 _JOB_COLUMNS = (
     "job_id, project_id, account, status, registered_at, updated_at, version, labels, doc"
 )
@@ -155,16 +163,24 @@ class SQLiteStore:
         """Track ``jobs`` in one transaction; roll back all on a conflict."""
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
-            results: list[Registration] = []
             with _transaction(conn):
+                existing: dict[str, JobRecord] = {}
+                ids = list({job.job_id for job in jobs})
+                for start in range(0, len(ids), _IN_CHUNK):
+                    chunk = ids[start : start + _IN_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = conn.execute(
+                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})", chunk
+                    )
+                    existing.update((row["job_id"], _job_from_row(row)) for row in rows)
+                results: list[Registration] = []
+                inserts: list[tuple[Any, ...]] = []
                 for new in jobs:
-                    row = conn.execute(
-                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (new.job_id,)
-                    ).fetchone()
-                    if row is not None:
-                        if row["project_id"] != new.project_id:
-                            raise ConflictError(new.job_id, row["project_id"])
-                        results.append(Registration(_job_from_row(row), created=False))
+                    known = existing.get(new.job_id)
+                    if known is not None:
+                        if known.project_id != new.project_id:
+                            raise ConflictError(new.job_id, known.project_id)
+                        results.append(Registration(known, created=False))
                         continue
                     job = JobRecord(
                         job_id=new.job_id,
@@ -175,9 +191,8 @@ class SQLiteStore:
                         registered_at=now,
                         updated_at=now,
                     )
-                    conn.execute(
-                        f"INSERT INTO jobs ({_JOB_COLUMNS}, terminal)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    existing[job.job_id] = job  # a repeat in the same batch is not new
+                    inserts.append(
                         (
                             job.job_id,
                             job.project_id,
@@ -188,9 +203,14 @@ class SQLiteStore:
                             job.version,
                             orjson.dumps(job.labels).decode(),
                             _doc(job),
-                        ),
+                        )
                     )
                     results.append(Registration(job, created=True))
+                conn.executemany(
+                    f"INSERT INTO jobs ({_JOB_COLUMNS}, terminal)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    inserts,
+                )
             return results
 
         return await self._run(work)
@@ -245,14 +265,41 @@ class SQLiteStore:
 
         return await self._run(work)
 
-    async def active_jobs(self) -> list[JobRecord]:
-        """Every job that still needs polling."""
+    async def active_jobs_page(self, after: str | None, limit: int) -> list[JobRecord]:
+        """Non-terminal jobs by id, a page at a time."""
 
         def work(conn: sqlite3.Connection) -> list[JobRecord]:
-            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE terminal = 0")
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE terminal = 0 AND job_id > ?"
+                " ORDER BY job_id LIMIT ?",
+                (after or "", limit),
+            )
             return [_job_from_row(row) for row in rows]
 
         return await self._run(work)
+
+    async def load_duration_models(self) -> dict[str, dict[str, float]]:
+        """Every job type's learned duration model."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, dict[str, float]]:
+            rows = conn.execute("SELECT job_type, model FROM duration_models")
+            return {row[0]: orjson.loads(row[1]) for row in rows}
+
+        return await self._run(work)
+
+    async def save_duration_models(self, models: Mapping[str, Mapping[str, float]]) -> None:
+        """Upsert duration models."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    "INSERT INTO duration_models (job_type, model, updated_at)"
+                    " VALUES (?, ?, unixepoch()) ON CONFLICT (job_type) DO UPDATE"
+                    " SET model = excluded.model, updated_at = excluded.updated_at",
+                    [(name, orjson.dumps(dict(model)).decode()) for name, model in models.items()],
+                )
+
+        await self._run(work)
 
     async def record(self, job: JobRecord, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Conditionally write ``job`` and append ``events`` atomically."""
@@ -316,6 +363,17 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT max(seq) FROM events").fetchone()
             return int(row[0] or 0)
+
+        return await self._run(work)
+
+    async def recorded_at_after(self, seq: int) -> float | None:
+        """The recording time of the first event after ``seq``."""
+
+        def work(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+            ).fetchone()
+            return None if row is None else float(row[0])
 
         return await self._run(work)
 

@@ -1,0 +1,155 @@
+"""Prometheus metrics (``GET /metrics``), on a registry of the daemon's own.
+
+Counters and histograms are updated where things happen (tracker, delivery);
+state that lives elsewhere (jobs by status, sink positions, pauses) is read by
+a collector at scrape time, so there is nothing to keep in sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkStats:
+    """One sink's delivery state at scrape time."""
+
+    name: str
+    delivered: int
+    failures: int
+    position: int
+    backlog: int
+    lag_seconds: float
+    dead_lettered: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """State read at scrape time."""
+
+    jobs_by_status: Mapping[str, int]
+    sinks: Iterable[SinkStats]
+    paused_seconds: Mapping[str, float]
+    polls_in_flight: int
+
+
+class _StateCollector(Collector):
+    def __init__(self, read: Callable[[], Snapshot]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._read()
+        jobs = GaugeMetricFamily("jobwatchd_jobs", "Tracked jobs by status.", labels=["status"])
+        for status, count in sorted(state.jobs_by_status.items()):
+            jobs.add_metric([status], count)
+        yield jobs
+        in_flight = GaugeMetricFamily("jobwatchd_polls_in_flight", "Polls running now.")
+        in_flight.add_metric([], state.polls_in_flight)
+        yield in_flight
+        paused = GaugeMetricFamily(
+            "jobwatchd_account_paused_seconds",
+            "Seconds left of an account's throttling pause.",
+            labels=["account"],
+        )
+        for account, seconds in sorted(state.paused_seconds.items()):
+            paused.add_metric([account], seconds)
+        yield paused
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "delivered": CounterMetricFamily(
+                "jobwatchd_sink_deliveries", "Events acknowledged by a sink.", labels=["sink"]
+            ),
+            "failures": CounterMetricFamily(
+                "jobwatchd_sink_failures",
+                "Failed delivery attempts (each is retried).",
+                labels=["sink"],
+            ),
+            "dead_lettered": CounterMetricFamily(
+                "jobwatchd_sink_dead_letters",
+                "Events moved to a dead-letter file.",
+                labels=["sink"],
+            ),
+            "position": GaugeMetricFamily(
+                "jobwatchd_sink_position",
+                "Last event sequence a sink acknowledged.",
+                labels=["sink"],
+            ),
+            "backlog": GaugeMetricFamily(
+                "jobwatchd_sink_backlog_events",
+                "Recorded events not yet acknowledged.",
+                labels=["sink"],
+            ),
+            "lag_seconds": GaugeMetricFamily(
+                "jobwatchd_sink_lag_seconds",
+                "Age of the oldest event a sink has not acknowledged.",
+                labels=["sink"],
+            ),
+        }
+        for sink in state.sinks:
+            for attribute, family in families.items():
+                family.add_metric([sink.name], getattr(sink, attribute))
+        yield from families.values()
+
+
+class Metrics:
+    """Every metric jobwatchd exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.polls = Counter(
+            "jobwatchd_polls",
+            "Polls by account and outcome.",
+            ["account", "outcome"],
+            registry=registry,
+        )
+        self.poll_duration = Histogram(
+            "jobwatchd_poll_duration_seconds",
+            "Upstream poll latency.",
+            ["account"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "jobwatchd_transitions",
+            "Recorded transitions by event type and new status.",
+            ["type", "to"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "jobwatchd_upstream_errors",
+            "Upstream errors by account, HTTP status (0: no answer) and vendor code.",
+            ["account", "http_status", "code"],
+            registry=registry,
+        )
+        self.rate_limit_pauses = Counter(
+            "jobwatchd_rate_limit_pauses",
+            "Throttling pauses of an account.",
+            ["account"],
+            registry=registry,
+        )
+        self.registrations = Counter(
+            "jobwatchd_registrations", "Jobs newly registered.", registry=registry
+        )
+        self.event_loop_lag = Gauge(
+            "jobwatchd_event_loop_lag_seconds",
+            "How late the event loop ran a timer, last measured.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "jobwatchd_config_reloads", "SIGHUP reloads by result.", ["result"], registry=registry
+        )
+
+    def watch(self, read: Callable[[], Snapshot]) -> None:
+        """Export the state returned by ``read`` at every scrape."""
+        self.registry.register(_StateCollector(read))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
