@@ -24,13 +24,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check jobwatchd tests bench
 	$(BIN)/mypy
 
-# The unit-file tests need systemd-analyze; install systemd's tools when missing
-# (as root, on Debian-like systems, as CI runs).
+# The unit-file tests need systemd-analyze, the PostgreSQL store's tests a real
+# server (tests/pg.py starts a throwaway one with initdb, which Debian keeps in
+# /usr/lib/postgresql/<version>/bin); install what is missing (as root, on
+# Debian-like systems, as CI runs).
 system-tools:
 	@command -v systemd-analyze >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
 	  else echo "systemd-analyze is missing: install systemd's tools (apt-get install systemd)"; exit 1; fi; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "initdb is missing: install the PostgreSQL server (apt-get install postgresql)"; exit 1; fi; }
 
 unit: $(STAMP) system-tools
 	$(BIN)/pytest

@@ -94,6 +94,48 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``jobwatchd migrate``: apply pending schema migrations to the configured
+    store and print its schema version (the daemon also migrates on start)."""
+    import sqlite3  # noqa: PLC0415 - keep client commands light
+
+    import asyncpg  # noqa: PLC0415
+
+    from jobwatchd.daemon import open_store, state_path  # noqa: PLC0415
+    from jobwatchd.logs import configure_logging  # noqa: PLC0415
+    from jobwatchd.store import redact_dsn  # noqa: PLC0415
+
+    configure_logging("warning")  # stdout is for the result; warnings still show
+    config = _load(args)
+    store = open_store(config)
+    where = (
+        str(state_path(config))
+        if config.daemon.store == "sqlite"
+        else redact_dsn(config.daemon.store)
+    )
+
+    async def migrate() -> int:
+        await store.open()
+        try:
+            return await store.schema_version()
+        finally:
+            await store.close()
+
+    try:
+        version = asyncio.run(migrate())
+    except (
+        OSError,
+        RuntimeError,
+        sqlite3.Error,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        print(f"jobwatchd: cannot migrate {where}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{where}: schema version {version}")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``jobwatchd check-config``: validate and print the effective config."""
     config = _load(args)
@@ -539,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fault-400", type=_probability, default=0.0, help="permanent rejections")
 
     command("check-config", cmd_check_config, "Validate and print the effective config.")
+    command("migrate", cmd_migrate, "Apply pending schema migrations to the configured store.")
 
     register = command("register", cmd_register, "Start tracking jobs.", client=True)
     register.add_argument("job_ids", nargs="+", metavar="JOB_ID")

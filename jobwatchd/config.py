@@ -35,6 +35,7 @@ import tomli_w
 
 from jobwatchd.logs import get_logger
 from jobwatchd.models import EVENT_TYPES
+from jobwatchd.store import redact_dsn
 from jobwatchd.validation import ValidationError, is_valid_id, validate_labels
 
 __all__ = [
@@ -76,6 +77,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 FsyncPolicy = Literal["always", "batch", "never"]
 
 _SECRET_MASK: Final = "***"
+_STORE_SCHEMES: Final = ("postgresql", "postgres")
 _WEBHOOK_SECRET_PREFIX: Final = "whsec_"
 _UNIX_PREFIX: Final = "unix:"
 _MAX_UNIX_PATH: Final = 107  # sun_path is 108 bytes including the terminating NUL
@@ -134,16 +136,35 @@ class Secret(str):
         return f"Secret({_SECRET_MASK!r})"
 
 
+class _StoreUrl(str):
+    """A PostgreSQL URL whose ``repr`` masks any password in it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_dsn(self))
+
+
 # ---------------------------------------------------------------------------
 # Records
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonConfig:
-    """``[daemon]``: where state lives and how much is logged."""
+    """``[daemon]``: where state lives and how much is logged.
+
+    ``store`` is ``"sqlite"`` (a file in ``state_dir``) or a ``postgresql://``
+    URL of a database that several instances share; ``store_password_file``
+    holds its password (else libpq's ``PGPASSWORD``/``PGPASSFILE`` apply).
+    ``lease`` is how long a fleet instance holds its jobs and sinks between
+    renewals: a dead instance's work waits that long for a new holder.
+    """
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: LogLevel = "info"
+    store: str = "sqlite"
+    store_password_file: Path | None = None
+    lease: float = 15.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -446,6 +467,32 @@ def _url(value: object, key: str, *, endpoint: bool) -> str:
     return text.rstrip("/") if endpoint else text
 
 
+def _store_url(value: object, key: str) -> str:
+    """``"sqlite"``, or a ``postgresql://`` / ``postgres://`` URL (never quoted
+    in messages: it may hold a password)."""
+    text = _string(value, key)
+    if text == "sqlite":
+        return text
+    if any(char.isspace() or ord(char) < 32 for char in text):
+        raise ConfigError(key, "must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:  # its message may quote part of a mistyped password
+        raise ConfigError(
+            key, "invalid URL (a bad port, or an unescaped '/', '@' or ':' in the password?)"
+        ) from None
+    if parts.scheme not in _STORE_SCHEMES:
+        raise ConfigError(key, 'must be "sqlite" or a postgresql:// URL')
+    if redact_dsn(text) != text:
+        get_logger("jobwatchd.config").warning(
+            "store_password_inline",
+            key=key,
+            hint="put it in daemon.store_password_file or PGPASSWORD/PGPASSFILE instead",
+        )
+    return _StoreUrl(text)
+
+
 def _parse_listen(value: str, key: str) -> tuple[str, int] | Path:
     """``host:port``, ``[ipv6]:port`` or ``unix:/abs/path``."""
     if value.startswith(_UNIX_PREFIX):
@@ -610,7 +657,9 @@ def _required(table: Mapping[str, object], name: str, prefix: str) -> object:
 
 
 def _parse_daemon(data: Mapping[str, object], ctx: _Context) -> DaemonConfig:
-    table = _section(data, "daemon", ("state_dir", "log_level"))
+    table = _section(
+        data, "daemon", ("state_dir", "log_level", "store", "store_password_file", "lease")
+    )
     state_dir = DEFAULT_STATE_DIR
     if "state_dir" in table:
         state_dir = ctx.path(table["state_dir"], "daemon.state_dir", Path.cwd())
@@ -618,7 +667,22 @@ def _parse_daemon(data: Mapping[str, object], ctx: _Context) -> DaemonConfig:
     if from_systemd:
         state_dir = Path(os.path.abspath(from_systemd))
     log_level = _choice(table.get("log_level", "info"), "daemon.log_level", get_args(LogLevel))
-    return DaemonConfig(state_dir=state_dir, log_level=log_level)
+    store = _store_url(table.get("store", "sqlite"), "daemon.store")
+    password_file = None
+    if "store_password_file" in table:
+        if store == "sqlite":
+            raise ConfigError("daemon.store_password_file", "only used with a postgresql:// store")
+        password_file = ctx.secret_file(table["store_password_file"], "daemon.store_password_file")
+    lease = parse_duration(table.get("lease", DaemonConfig().lease), "daemon.lease")
+    if lease < 1:
+        raise ConfigError("daemon.lease", "must be at least 1s")
+    return DaemonConfig(
+        state_dir=state_dir,
+        log_level=log_level,
+        store=store,
+        store_password_file=password_file,
+        lease=lease,
+    )
 
 
 def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
@@ -1127,10 +1191,20 @@ def render_effective(config: Config) -> str:
     """The effective config as TOML: every key, paths absolute, secrets masked.
 
     Inline webhook secrets (and secret-looking third-party options) show as
-    ``"***"``; secret files are shown by path, never by content. Without inline
-    secrets, ``parse_config(tomllib.loads(render_effective(c))) == c``.
+    ``"***"``, and so does a password in ``daemon.store``; secret files are
+    shown by path, never by content. Without inline secrets,
+    ``parse_config(tomllib.loads(render_effective(c))) == c``.
     """
-    daemon = {"state_dir": str(config.daemon.state_dir), "log_level": config.daemon.log_level}
+    password_file = config.daemon.store_password_file
+    daemon = _drop_none(
+        {
+            "state_dir": str(config.daemon.state_dir),
+            "log_level": config.daemon.log_level,
+            "store": redact_dsn(config.daemon.store),
+            "store_password_file": None if password_file is None else str(password_file),
+            "lease": _toml_duration(config.daemon.lease),
+        }
+    )
     api = _drop_none(
         {
             "listen": config.api.listen,

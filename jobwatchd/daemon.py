@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import web
 
@@ -28,6 +28,7 @@ from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import AccountConfig, Config, ConfigError, load_config, read_secret
 from jobwatchd.deadletters import DeadLetterService, DeadLetterStore, add_routes
 from jobwatchd.delivery import SinkRunner
+from jobwatchd.fleet import Fleet, FleetSettings
 from jobwatchd.learning import AdaptivePolicy
 from jobwatchd.logs import configure_logging, get_logger
 from jobwatchd.metrics import Metrics, SinkStats, Snapshot
@@ -35,6 +36,8 @@ from jobwatchd.models import StoredEvent
 from jobwatchd.poller import PollerPool
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.sinks import SinkContext, create_sink
+from jobwatchd.store import FleetStore, Store
+from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
 from jobwatchd.stream import EventHub
 from jobwatchd.stream import add_routes as add_stream_routes
@@ -134,7 +137,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.simulator_endpoint = simulator_endpoint
         self.stop_requested = asyncio.Event()
-        self.store = SQLiteStore(config.daemon.state_dir / DATABASE_FILE)
+        self.store: Store = open_store(config)
+        self.fleet: Fleet | None = None
         self.stream_hub = EventHub(self.store)
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.polling.concurrency)
         self.scheduler = Scheduler(self.queue)
@@ -198,6 +202,27 @@ class Daemon:
             await task
         runner = self.runners.pop(name)
         await runner.sink.close()
+
+    def _on_external_events(self) -> None:
+        """Another instance of the fleet recorded events."""
+        for runner in self.runners.values():
+            runner.notify()
+        self.stream_hub.notify()
+        if self.tracker is not None:
+            self.tracker.changed_elsewhere()
+
+    async def _start_sink_by_name(self, name: str) -> None:
+        if name in self.runners:
+            return
+        for index, sink_config in enumerate(self.config.sinks):
+            if sink_config.name == name:
+                sink = create_sink(sink_config, self._sink_context(), index)
+                await self._start_runner(SinkRunner(sink, sink_config.filter, self.store))
+                return
+
+    async def _stop_sink_by_name(self, name: str) -> None:
+        if name in self.runners:
+            await self._stop_runner(name)
 
     def _on_events(self, events: Sequence[StoredEvent]) -> None:
         if events:
@@ -370,8 +395,25 @@ class Daemon:
         try:
             for client in self.clients.values():
                 await client.start()
-            for runner in runners.values():
-                await self._start_runner(runner)
+            if is_fleet(self.store):
+                # Sinks run where their lease is; jobs are polled where they are claimed.
+                for runner in runners.values():
+                    await runner.sink.close()
+                tracker.poll_on_register = False
+                self.fleet = Fleet(
+                    self.store,
+                    tracker,
+                    self.scheduler,
+                    config=lambda: self.config,
+                    sink_names=lambda: [sink.name for sink in self.config.sinks],
+                    start_sink=self._start_sink_by_name,
+                    stop_sink=self._stop_sink_by_name,
+                    on_external_events=self._on_external_events,
+                    settings=FleetSettings(lease=fleet_lease(self.config)),
+                )
+            else:
+                for runner in runners.values():
+                    await self._start_runner(runner)
             self._last_seq = await self.store.last_seq()
             await tracker.load_models()
             self.pollers = PollerPool(self.queue, tracker, self.config.polling.concurrency)
@@ -379,10 +421,13 @@ class Daemon:
             core.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
             core.append(asyncio.create_task(self._purge_loop(), name="purger"))
             core.append(asyncio.create_task(self._supervise(core), name="supervisor"))
-            # Jobs come back page by page while the API already serves.
-            restoring = asyncio.create_task(self._restore(tracker), name="restore")
-            self._background.add(restoring)
-            restoring.add_done_callback(self._background.discard)
+            if self.fleet is not None:
+                core.append(asyncio.create_task(self.fleet.run(), name="fleet"))
+            else:
+                # Jobs come back page by page while the API already serves.
+                restoring = asyncio.create_task(self._restore(tracker), name="restore")
+                self._background.add(restoring)
+                restoring.add_done_callback(self._background.discard)
             await app_runner.setup()
             self.address = await self._start_site(app_runner)
             self.ready.set()
@@ -413,6 +458,8 @@ class Daemon:
                 self.notifier.send(STOPPING=1, STATUS="draining")
                 log.info("daemon.draining")
                 await self._drain()
+                if self.fleet is not None:
+                    await self.fleet.release()
             exit_code = 1 if self._crashed else 0
         finally:
             for task in core:
@@ -570,10 +617,35 @@ class Daemon:
         for name in list(self.runners):
             if name not in wanted or name in replacements:
                 await self._stop_runner(name)
+                if self.fleet is not None:
+                    self.fleet.owned_sinks.discard(name)
         for runner in self.runners.values():
             await runner.sink.reopen()  # unchanged sinks: reopen files (logrotate)
+        if self.fleet is not None:
+            # The fleet starts changed sinks where their lease is.
+            for runner in replacements.values():
+                await runner.sink.close()
+            return
         for runner in replacements.values():
             await self._start_runner(runner)
+
+
+def open_store(config: Config) -> Store:
+    """The store ``[daemon] store`` names: embedded SQLite, or PostgreSQL for a fleet."""
+    url = config.daemon.store
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url, password_file=config.daemon.store_password_file)
+    return SQLiteStore(config.daemon.state_dir / DATABASE_FILE)
+
+
+def is_fleet(store: Store) -> TypeGuard[FleetStore]:
+    """Whether ``store`` is shared by several instances (it leases work)."""
+    return hasattr(store, "claim_jobs")
+
+
+def fleet_lease(config: Config) -> float:
+    """Seconds a lease lasts: how long a dead instance's jobs wait for a new holder."""
+    return config.daemon.lease
 
 
 def simulated(config: Config, endpoint: str) -> Config:

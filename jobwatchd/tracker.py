@@ -129,6 +129,8 @@ class Tracker:
         self._restoring = False
         self._deleted_while_restoring: set[str] = set()
         self.restored = 0
+        # In a fleet, new jobs are polled by whichever instance claims them.
+        self.poll_on_register = True
 
     # -- start-up -------------------------------------------------------------------
 
@@ -198,7 +200,8 @@ class Tracker:
         for result in results:
             if result.created:
                 created += 1
-                self._activate(result.job, delay=self.settings.initial_delay)
+                if self.poll_on_register:
+                    self._activate(result.job, delay=self.settings.initial_delay)
         if created:
             self.metrics.registrations.inc(created)
             if created == 1:
@@ -230,20 +233,59 @@ class Tracker:
         return deleted
 
     async def wait_terminal(self, job_id: str, timeout: float) -> JobRecord | None:
-        """Wait up to ``timeout`` seconds for the job to end; return it."""
-        if job_id in self.active:
+        """Wait up to ``timeout`` seconds for the job to end; return it.
+
+        Woken when this instance records the job's end, and on every change
+        recorded elsewhere (another instance of a fleet), to check again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            record = await self.get(job_id)
+            remaining = deadline - loop.time()
+            if record is None or record.terminal or remaining <= 0:
+                return record
             event = self._terminal_waiters.setdefault(job_id, asyncio.Event())
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(remaining):
                     await event.wait()
             except TimeoutError:
                 pass
-        return await self.get(job_id)
 
     def _wake_waiters(self, job_id: str) -> None:
         event = self._terminal_waiters.pop(job_id, None)
         if event is not None:
             event.set()
+
+    def changed_elsewhere(self) -> None:
+        """Events were recorded by another instance: waiters check again."""
+        waiters, self._terminal_waiters = self._terminal_waiters, {}
+        for event in waiters.values():
+            event.set()
+
+    # -- fleet: jobs held by lease ------------------------------------------------
+
+    def adopt(self, record: JobRecord, delay: float) -> bool:
+        """Start polling a job this instance just leased; False if already held."""
+        if record.job_id in self.active or record.terminal:
+            return False
+        self._activate(record, delay=delay)
+        return True
+
+    def drop(self, job_id: str) -> None:
+        """Stop polling a job whose lease this instance lost (nothing is deleted)."""
+        if self.active.pop(job_id, None) is not None:
+            self.scheduler.remove(job_id)
+            log.info("job.lease_lost", job_id=job_id)
+
+    def schedule_snapshot(self) -> dict[str, float]:
+        """Each held job's next poll (unix time), to hand over on shutdown."""
+        now = self._clock()
+        planned: dict[str, float] = {}
+        for job_id in self.active:
+            due_in = self.scheduler.due_in(job_id)
+            planned[job_id] = now + (due_in if due_in is not None else 0.0)
+        return planned
 
     def next_poll_at(self, job_id: str) -> float | None:
         """Wall-clock time of the job's next poll, if scheduled."""

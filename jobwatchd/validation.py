@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_LABELS = 32
@@ -16,12 +15,15 @@ MAX_LABEL_LENGTH = 256
 MAX_TIMEOUT_SECONDS = 366 * 24 * 3600.0
 
 
-@dataclass(frozen=True, slots=True)
 class ValidationError(Exception):
     """A request field is invalid; ``field`` is its JSON path."""
 
-    field: str
-    message: str
+    # A plain exception, not a frozen dataclass: tools that attach notes to
+    # exceptions (pytest, hypothesis, TaskGroup) must be able to set attributes.
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -57,6 +59,9 @@ def validate_labels(value: object, field: str = "labels") -> dict[str, str]:
             raise ValidationError(
                 f"{field}.{key}", f"must be a string of at most {MAX_LABEL_LENGTH} characters"
             )
+        if "\x00" in key or "\x00" in item:
+            # NUL cannot be stored by every store (PostgreSQL's jsonb refuses it).
+            raise ValidationError(f"{field}.{key.replace(chr(0), '')}", "must not contain NUL")
         labels[key] = item
     return labels
 

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
+from tests import pg
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,6 +53,32 @@ async def async_wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.PostgresServer]:
+    """A real PostgreSQL server for the whole session (see tests/pg.py); the
+    tests that use it fail, never skip, when the server is not installed."""
+    try:
+        pg.find_bin_dir()
+    except pg.PostgresMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    with pg.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_server: pg.PostgresServer) -> str:
+    """The server's URL (superuser, the ``postgres`` database)."""
+    return postgres_server.dsn()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: pg.PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database, dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.dsn(name)
+    postgres_server.drop_database(name)
 
 
 @dataclass
@@ -113,6 +140,7 @@ def write_config(
     extra: str = "",
     listen: str = "127.0.0.1:0",
     sinks: str | None = None,
+    extra_daemon: str = "",
 ) -> Path:
     """A daemon config tuned for tests: fast polling, log + file sinks."""
     if sinks is None:
@@ -122,6 +150,7 @@ def write_config(
 [daemon]
 state_dir = "{state_dir}"
 log_level = "info"
+{extra_daemon}
 
 [api]
 listen = "{listen}"
@@ -164,7 +193,7 @@ class DaemonProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"daemon-{self.runs}.log"
+        return self.workdir / f"daemon-{self.config.stem}-{self.runs}.log"
 
     def start(self) -> str:
         """Start and wait until the API is bound; returns its address."""
@@ -195,7 +224,7 @@ class DaemonProcess:
 
     def log_records(self, run: int | None = None) -> list[dict[str, Any]]:
         """Every JSON log line of run ``run`` (default: the current one)."""
-        path = self.workdir / f"daemon-{run or self.runs}.log"
+        path = self.workdir / f"daemon-{self.config.stem}-{run or self.runs}.log"
         records = []
         for line in path.read_bytes().splitlines():
             if line.startswith(b"{"):

@@ -165,3 +165,39 @@ def test_bad_config_exits_2_with_one_line_naming_the_key(
     assert len(lines) == 1, result.stderr
     assert key in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_migrate_applies_the_schema_and_reports_its_version(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    account = '[[accounts]]\nname = "a"\nendpoint = "http://127.0.0.1:1"\nauth = "none"\n'
+    state = tmp_path / "state"
+    sqlite = tmp_path / "sqlite.toml"
+    sqlite.write_text(f'[daemon]\nstate_dir = "{state}"\n\n{account}project_id = "p"\n')
+    postgres = tmp_path / "postgres.toml"
+    postgres.write_text(
+        f'[daemon]\nstate_dir = "{state}"\nstore = "{postgres_database}"\n\n'
+        f'{account}project_id = "p"\n'
+    )
+    for config, where, version in (
+        (sqlite, str(state / "jobwatchd.db"), 2),
+        (postgres, postgres_database, 1),
+    ):
+        for _ in range(2):  # and again: nothing left to do
+            result = cli("migrate", "-c", str(config), timeout=60)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == f"{where}: schema version {version}\n"
+
+
+def test_migrate_says_which_store_it_could_not_reach(tmp_path: Path) -> None:
+    config = tmp_path / "unreachable.toml"
+    config.write_text(
+        '[daemon]\nstore = "postgresql://jw:hunter2@127.0.0.1:1/jobs"\n\n'
+        '[[accounts]]\nname = "a"\nendpoint = "http://127.0.0.1:1"\nproject_id = "p"\n'
+        'auth = "none"\n'
+    )
+    result = cli("migrate", "-c", str(config), timeout=60)
+    assert result.returncode == 1
+    assert "cannot migrate postgresql://jw:***@127.0.0.1:1/jobs" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

@@ -295,6 +295,13 @@ SECTION_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("daemon", {"log_level": 1}, "log_level", "must be a string"),
     ("daemon", {"state_dir": ""}, "state_dir", "must not be empty"),
     ("daemon", {"state_dir": 1}, "state_dir", "must be a string"),
+    ("daemon", {"store": "mysql://db/jobs"}, "store", '"sqlite" or a postgresql:// URL'),
+    ("daemon", {"store": "/var/lib/jobwatchd.db"}, "store", "postgresql:// URL"),
+    ("daemon", {"store": "postgresql://db:99999/jobs"}, "store", "invalid URL"),
+    ("daemon", {"store": "postgresql://db/jobs x"}, "store", "whitespace"),
+    ("daemon", {"store": ""}, "store", "must not be empty"),
+    ("daemon", {"store": 5432}, "store", "must be a string"),
+    ("daemon", {"store_password_file": "/x"}, "store_password_file", "postgresql:// store"),
     ("api", {"listen": "localhost"}, "listen", "host:port"),
     ("api", {"listen": "127.0.0.1:70000"}, "listen", "0-65535"),
     ("api", {"listen": "127.0.0.1:http"}, "listen", "0-65535"),
@@ -468,6 +475,13 @@ def test_errors_never_quote_secrets(tmp_path: Path) -> None:
     assert "hunter2" not in str(error)
 
 
+def test_store_errors_never_quote_the_password() -> None:
+    # An unescaped "/" ends the host part: urllib would quote "zx" as a bad port.
+    error = config_error(data(daemon={"store": "postgresql://jw:zx/qv@db:5432/jobs"}))
+    assert error.key == "daemon.store"
+    assert "zx" not in str(error)
+
+
 # --- valid sections ----------------------------------------------------------
 
 
@@ -503,6 +517,35 @@ def test_listen_forms_need_no_token_on_loopback(
     api = parse(data(api={"listen": listen})).api
     assert (api.host, api.port, api.unix_path) == (host, port, unix_path)
     assert api.token_file is None
+
+
+def test_store_is_sqlite_or_a_postgresql_url(tmp_path: Path) -> None:
+    assert parse(data()).daemon.store == "sqlite"
+    password = write_secret(tmp_path / "pg-password", "hunter2\n")
+    daemon = parse(
+        data(daemon={"store": "postgres://jw@db:5432/jobs", "store_password_file": "pg-password"}),
+        source=tmp_path / "jobwatchd.toml",
+    ).daemon
+    assert (daemon.store, daemon.store_password_file) == ("postgres://jw@db:5432/jobs", password)
+    unix = parse(data(daemon={"store": "postgresql:///jobs?host=/run/postgresql"})).daemon
+    assert unix.store == "postgresql:///jobs?host=/run/postgresql"
+    missing = config_error(
+        data(daemon={"store": "postgresql://db/jobs", "store_password_file": "/nonexistent"})
+    )
+    assert missing.key == "daemon.store_password_file"
+
+
+def test_a_password_in_the_store_url_is_warned_about_and_masked() -> None:
+    url = "postgresql://jw:hunter2@db:5432/jobs"
+    with capture_logs() as logs:
+        config = parse(data(daemon={"store": url}))
+    assert config.daemon.store == url  # used as given ...
+    assert [entry["event"] for entry in logs] == ["store_password_inline"]
+    assert "hunter2" not in repr(config)  # ... but never shown
+    assert "hunter2" not in str(logs)
+    text = render_effective(config)
+    assert "hunter2" not in text
+    assert tomllib.loads(text)["daemon"]["store"] == "postgresql://jw:***@db:5432/jobs"
 
 
 def test_state_dir_relative_to_working_directory(
@@ -984,9 +1027,15 @@ def test_render_round_trips_a_rich_config(tmp_path: Path) -> None:
     write_secret(tmp_path / "token", "tok")
     write_secret(tmp_path / "pw", "pw")
     write_secret(tmp_path / "hook", WEBHOOK_SECRET)
+    write_secret(tmp_path / "pg", "pg")
     config = parse(
         data(
-            daemon={"state_dir": str(tmp_path / "state"), "log_level": "warning"},
+            daemon={
+                "state_dir": str(tmp_path / "state"),
+                "log_level": "warning",
+                "store": "postgresql://jw@db.example.com:5432/jobs?sslmode=require",
+                "store_password_file": "pg",
+            },
             api={"listen": "[::]:8787", "token_file": "token", "max_batch": 7, "max_body": 1000},
             accounts=[
                 account(rate_limit=0.5, request_timeout=0.001),

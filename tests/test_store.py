@@ -1,24 +1,35 @@
-"""Store contract tests. Every store implementation must pass them; the
-``store`` fixture lists the implementations (SQLite on a real file today)."""
+"""Store contract tests. Every store implementation must pass them: the
+``store`` fixture runs each test on SQLite (a real file) and on PostgreSQL (a
+real server, tests/pg.py). The fleet tests at the end are PostgreSQL's own:
+leases, sink leases, notifications, concurrent migrations, event order."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 
-from jobwatchd.models import FAIL, RUNNING, NewEvent, NewJob
-from jobwatchd.store import ConflictError, StaleWriteError, Store
+from jobwatchd.models import FAIL, RUNNING, NewEvent, NewJob, StoredEvent
+from jobwatchd.store import ConflictError, StaleWriteError, Store, redact_dsn
+from jobwatchd.store.postgresql import MIGRATIONS as PG_MIGRATIONS
+from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import MIGRATIONS, SQLiteStore
+from tests import pg
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An open, empty store of each kind."""
-    assert request.param == "sqlite"
-    opened = SQLiteStore(tmp_path / "state" / "jobwatchd.db")
+    opened: Store
+    if request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "state" / "jobwatchd.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("postgres_database"))
     await opened.open()
     yield opened
     await opened.close()
@@ -174,3 +185,393 @@ async def test_duration_models_round_trip(store: Store) -> None:
     assert await store.load_duration_models() == {
         "createServer": {"count": 4.0, "mean": 4.4, "m2": 0.3}
     }
+
+
+# --- PostgreSQL: the fleet --------------------------------------------------------
+
+LONG = 60.0  # a lease that cannot run out during a test
+SHORT = 0.3  # one that runs out quickly (waited for on a condition, with a deadline)
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+Fleet = Callable[[str], Awaitable[PostgresStore]]
+
+
+@pytest.fixture
+async def fleet(postgres_database: str) -> AsyncIterator[Fleet]:
+    """Open PostgreSQL stores on one database, as instances of one fleet."""
+    opened: list[PostgresStore] = []
+
+    async def make(instance: str) -> PostgresStore:
+        store = PostgresStore(postgres_database, instance=instance, max_size=20)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+async def fetchval(dsn: str, query: str, *args: object) -> Any:
+    """One value, read straight from the database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
+
+
+async def test_two_instances_never_claim_the_same_job(fleet: Fleet) -> None:
+    stores = [await fleet(name) for name in ("a", "b", "c")]
+    ids = [f"j{n:03d}" for n in range(300)]
+    await stores[0].register([new_job(job_id) for job_id in ids], now=1.0)
+
+    async def drain(store: PostgresStore) -> list[str]:
+        claimed: list[str] = []
+        while batch := await store.claim_jobs(7, LONG):
+            claimed += [job.job_id for job in batch]
+        return claimed
+
+    claims = await asyncio.gather(*(drain(store) for store in stores))
+    everything = [job_id for claimed in claims for job_id in claimed]
+    assert sorted(everything) == ids  # every job once: no overlap, none left out
+    assert await stores[0].claim_jobs(10, LONG) == []
+
+
+async def test_claim_skips_jobs_another_claim_has_locked(
+    fleet: Fleet, postgres_database: str
+) -> None:
+    a = await fleet("a")
+    await a.register([new_job(f"j{n}") for n in range(6)], now=1.0)
+    other = await asyncpg.connect(postgres_database)
+    try:
+        async with other.transaction():  # a claim of j0-j2 in flight elsewhere
+            await other.execute("SELECT 1 FROM jobs WHERE job_id < 'j3' FOR UPDATE")
+            async with asyncio.timeout(5):  # SKIP LOCKED: no waiting
+                claimed = await a.claim_jobs(10, LONG)
+    finally:
+        await other.close()
+    assert [job.job_id for job in claimed] == ["j3", "j4", "j5"]
+
+
+async def test_claims_return_whole_records_earliest_poll_first(fleet: Fleet) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    await a.register([new_job(n, labels={"team": n}) for n in ("x", "y", "z")], now=5.0)
+    claimed = await a.claim_jobs(10, LONG)
+    assert [(j.job_id, j.labels, j.version, j.registered_at) for j in claimed] == [
+        ("x", {"team": "x"}, 0, 5.0),
+        ("y", {"team": "y"}, 0, 5.0),
+        ("z", {"team": "z"}, 0, 5.0),
+    ]
+    await a.release_jobs({"x": 3000.0, "y": 1000.0, "z": 2000.0})
+    assert [job.job_id for job in await b.claim_jobs(2, LONG)] == ["y", "z"]
+    assert [job.job_id for job in await b.claim_jobs(2, LONG)] == ["x"]
+
+
+async def test_release_hands_over_only_our_own_leases(fleet: Fleet, postgres_database: str) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    await a.register([new_job("mine"), new_job("theirs")], now=1.0)
+    assert [j.job_id for j in await a.claim_jobs(1, LONG)] == ["mine"]
+    assert [j.job_id for j in await b.claim_jobs(1, LONG)] == ["theirs"]
+    await a.release_jobs({"mine": 1234.5, "theirs": 1.0})
+    owner = "SELECT lease_owner FROM jobs WHERE job_id = $1"
+    assert await fetchval(postgres_database, owner, "mine") is None
+    assert await fetchval(postgres_database, owner, "theirs") == "b"
+    next_poll = "SELECT extract(epoch FROM next_poll_at)::float8 FROM jobs WHERE job_id = $1"
+    assert await fetchval(postgres_database, next_poll, "mine") == 1234.5
+
+
+async def test_renew_extends_and_returns_only_the_leases_still_held(
+    fleet: Fleet, postgres_database: str
+) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    await a.register([new_job(f"a{n}") for n in range(4)], now=1.0)
+    claimed = {job.job_id: job for job in await a.claim_jobs(10, SHORT)}
+    await a.register([new_job("b0")], now=1.0)
+    assert [j.job_id for j in await b.claim_jobs(10, LONG)] == ["b0"]
+    assert await a.delete_job("a2")
+    finished = claimed["a3"]
+    finished.status = FAIL
+    await a.record(finished, [])
+    held = await a.renew_leases(["a0", "a1", "a2", "a3", "b0", "unknown"], LONG)
+    assert held == {"a0", "a1"}
+    left = "SELECT extract(epoch FROM lease_until - now())::float8 FROM jobs WHERE job_id = $1"
+    assert await fetchval(postgres_database, left, "a0") > LONG - 10
+    assert await a.renew_leases([], LONG) == set()
+
+
+async def test_expired_leases_are_taken_over_and_the_old_holder_cannot_write(
+    fleet: Fleet,
+) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    await a.register([new_job("j")], now=1.0)
+    (job,) = await a.claim_jobs(10, SHORT)
+    job.status = RUNNING
+    await a.record(job, [event("j", 0)])
+    assert await b.claim_jobs(10, LONG) == []  # held by a until its lease runs out
+    (taken,) = await eventually(lambda: b.claim_jobs(10, LONG), what="b takes j over")
+    assert (taken.job_id, taken.version, taken.status) == ("j", 1, RUNNING)
+    job.status = FAIL  # a, stalled, comes back with a write at the current version
+    with pytest.raises(StaleWriteError):
+        await a.record(job, [event("j", 1)])
+    assert await a.renew_leases(["j"], LONG) == set()
+    taken.status = FAIL
+    await b.record(taken, [event("j", 2)])
+    assert [e.event_id for e in await b.events_after(0, 10)] == ["j-0", "j-2"]
+
+
+async def test_a_leased_job_is_written_only_by_its_holder(fleet: Fleet) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    await a.register([new_job("j")], now=1.0)
+    await a.claim_jobs(10, LONG)
+    job = await b.get_job("j")
+    assert job is not None
+    job.status = RUNNING
+    with pytest.raises(StaleWriteError):
+        await b.record(job, [event("j", 0)])
+    assert job.version == 0
+    await a.record(job, [event("j", 0)])
+    assert job.version == 1
+
+
+async def test_a_finished_job_gives_its_lease_up(fleet: Fleet) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    await a.register([new_job("j")], now=1.0)
+    (job,) = await a.claim_jobs(10, LONG)
+    job.status = FAIL
+    await a.record(job, [event("j", 0)])
+    assert await b.claim_jobs(10, LONG) == []
+    assert await a.renew_leases(["j"], LONG) == set()
+
+
+async def test_one_instance_at_a_time_holds_a_sink(fleet: Fleet) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    assert await a.acquire_sink("webhook", SHORT)
+    assert not await b.acquire_sink("webhook", LONG)
+    assert await b.acquire_sink("file", LONG)  # leases are per sink
+    assert await a.acquire_sink("webhook", SHORT)  # renewing our own
+    await b.release_sink("webhook")  # not b's to release
+    assert not await b.acquire_sink("webhook", LONG)
+    await eventually(lambda: b.acquire_sink("webhook", LONG), what="a's lease to run out")
+    assert not await a.acquire_sink("webhook", LONG)
+    await b.release_sink("webhook")
+    assert await a.acquire_sink("webhook", LONG)
+
+
+async def test_heartbeats_count_live_instances(fleet: Fleet) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    assert await a.heartbeat(LONG) == 1
+    assert await b.heartbeat(LONG) == 2
+    assert await a.heartbeat(LONG) == 2
+
+    async def alone() -> bool:
+        return await a.heartbeat(SHORT) == 1
+
+    await eventually(alone, what="b to be counted out")
+
+
+async def test_wait_for_events_wakes_on_another_instance_s_record(fleet: Fleet) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    (registration,) = await b.register([new_job("j")], now=1.0)
+    job = registration.job
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await a.wait_for_events(0, timeout=SHORT)  # nothing yet: waits out the timeout
+    assert loop.time() - started >= SHORT - 0.01
+    for n in range(3):
+        after = await a.last_seq()
+        waiter = asyncio.create_task(a.wait_for_events(after, timeout=30))
+        job.status = RUNNING
+        await b.record(job, [event("j", n)])
+        async with asyncio.timeout(10):
+            await waiter
+    async with asyncio.timeout(10):  # already there: returns at once
+        await a.wait_for_events(0, timeout=30)
+
+
+async def test_a_lost_listener_costs_at_most_the_timeout(fleet: Fleet, postgres_dsn: str) -> None:
+    a, b = await fleet("a"), await fleet("b")
+    (registration,) = await b.register([new_job("j")], now=1.0)
+    await a.wait_for_events(0, timeout=0.01)  # listening now
+    killed = await fetchval(
+        postgres_dsn,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = 'jobwatchd-listen'",
+    )
+    assert killed == 1
+    await b.record(registration.job, [event("j", 0)])  # its NOTIFY reaches nobody
+    async with asyncio.timeout(10):
+        await a.wait_for_events(0, timeout=30)  # reconnects, and finds it in the log
+
+
+async def test_concurrent_starts_migrate_once(postgres_database: str) -> None:
+    stores = [PostgresStore(postgres_database, instance=f"i{n}") for n in range(6)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        versions = [await store.schema_version() for store in stores]
+    finally:
+        for store in stores:
+            await store.close()
+    assert versions == [len(PG_MIGRATIONS)] * 6
+    applied = await fetchval(postgres_database, "SELECT count(*) FROM schema_version")
+    assert applied == len(PG_MIGRATIONS)
+
+
+async def test_postgresql_refuses_a_newer_schema(postgres_database: str) -> None:
+    store = PostgresStore(postgres_database)
+    await store.open()
+    await store.close()
+    newer = len(PG_MIGRATIONS) + 1
+    await fetchval(postgres_database, "INSERT INTO schema_version (version) VALUES ($1)", newer)
+    with pytest.raises(RuntimeError, match="newer than this jobwatchd"):
+        await PostgresStore(postgres_database).open()
+
+
+async def test_event_order_is_commit_order(fleet: Fleet) -> None:
+    """Readers that move their position past what they read never skip an
+    event, however the writers of two instances interleave."""
+    writers = [await fleet("a"), await fleet("b")]
+    reader = await fleet("reader")
+    jobs, records, readers = 60, 8, 4
+    results = await writers[0].register([new_job(f"j{n:02d}") for n in range(jobs)], now=1.0)
+
+    async def write(index: int) -> None:
+        job = results[index].job
+        for n in range(records):
+            job.status = f"S{n}"
+            await writers[index % 2].record(
+                job, [event(job.job_id, 2 * n), event(job.job_id, 2 * n + 1)]
+            )
+
+    async def follow(done: asyncio.Event) -> list[StoredEvent]:
+        read: list[StoredEvent] = []
+        while True:
+            finished = done.is_set()
+            batch = await reader.events_after(read[-1].seq if read else 0, 1000)
+            read.extend(batch)
+            if not batch and finished:
+                return read
+
+    done = asyncio.Event()
+    following = [asyncio.create_task(follow(done)) for _ in range(readers)]
+    await asyncio.gather(*(write(index) for index in range(jobs)))
+    done.set()
+    async with asyncio.timeout(30):
+        views = await asyncio.gather(*following)
+    for read in views:
+        assert len(read) == jobs * records * 2  # none skipped
+        assert len({e.event_id for e in read}) == len(read)
+        for index in range(jobs):  # and per job, in the order recorded
+            job_id = f"j{index:02d}"
+            mine = [e.event_id for e in read if e.job_id == job_id]
+            assert mine == [f"{job_id}-{n}" for n in range(records * 2)]
+
+
+GATE = 4242  # an advisory lock key of the test's own
+
+
+async def test_a_late_commit_holds_back_later_events(fleet: Fleet, postgres_database: str) -> None:
+    """The race itself, made certain: a writer stops after drawing its seq and
+    before committing (a trigger waits on a lock the test holds); a second
+    writer must then neither commit nor become visible ahead of it."""
+    a, b, reader = await fleet("a"), await fleet("b"), await fleet("reader")
+    slow, fast = [r.job for r in await a.register([new_job("slow"), new_job("fast")], now=1.0)]
+    gate = await asyncpg.connect(postgres_database)
+    try:
+        await gate.execute(
+            f"""
+            CREATE FUNCTION wait_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.job_id = 'slow' THEN PERFORM pg_advisory_xact_lock({GATE}); END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER wait_at_gate AFTER INSERT ON events
+                FOR EACH ROW EXECUTE FUNCTION wait_at_gate();
+            """
+        )
+        await gate.execute("SELECT pg_advisory_lock($1)", GATE)
+
+        async def waiting() -> int:
+            return int(
+                await gate.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+            )
+
+        slow.status = fast.status = RUNNING
+        slow_write = asyncio.create_task(a.record(slow, [event("slow", 0)]))
+        await eventually(waiting, what="the slow writer to stop at the gate")
+        fast_write = asyncio.create_task(b.record(fast, [event("fast", 0)]))
+
+        async def fast_is_held_back() -> bool:
+            return fast_write.done() or await waiting() == 2
+
+        await eventually(fast_is_held_back, what="the fast writer to commit or wait")
+        assert not fast_write.done()
+        assert await reader.events_after(0, 10) == []
+        await gate.execute("SELECT pg_advisory_unlock($1)", GATE)
+        async with asyncio.timeout(10):
+            await asyncio.gather(slow_write, fast_write)
+    finally:
+        await gate.close()
+    assert [e.event_id for e in await reader.events_after(0, 10)] == ["slow-0", "fast-0"]
+
+
+async def test_passwords_come_from_a_file_or_the_environment(
+    postgres_server: pg.PostgresServer,
+    postgres_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    database = postgres_database.rsplit("/", 1)[1]
+    dsn = postgres_server.dsn(database, user=pg.PASSWORD_USER)
+    with pytest.raises(asyncpg.PostgresError):  # SCRAM: no password, no entry
+        await PostgresStore(dsn).open()
+    secret = tmp_path / "pg-password"
+    secret.write_text(pg.PASSWORD + "\n")
+    secret.chmod(0o600)
+    from_file = PostgresStore(dsn, password_file=secret)
+    await from_file.open()
+    assert await from_file.schema_version() == len(PG_MIGRATIONS)
+    await from_file.close()
+    monkeypatch.setenv("PGPASSWORD", pg.PASSWORD)
+    from_env = PostgresStore(dsn)
+    await from_env.open()
+    await from_env.close()
+    inline = PostgresStore(dsn.replace(pg.PASSWORD_USER, f"{pg.PASSWORD_USER}:{pg.PASSWORD}"))
+    assert pg.PASSWORD not in repr(inline)
+    assert pg.PASSWORD not in inline.url
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://jw:hunter2@db:5432/jobs", "postgresql://jw:***@db:5432/jobs"),
+        ("postgres://jw:p@ss@db/jobs", "postgres://jw:***@db/jobs"),
+        ("postgresql://jw@db/jobs", "postgresql://jw@db/jobs"),
+        ("postgresql:///jobs?host=/run/pg", "postgresql:///jobs?host=/run/pg"),
+        ("postgresql://db/jobs?password=hunter2&x=1", "postgresql://db/jobs?password=***&x=1"),
+        ("host=db password=hunter2 dbname=jobs", "host=db password=*** dbname=jobs"),
+        ("sqlite", "sqlite"),
+    ],
+)
+def test_redact_dsn(dsn: str, shown: str) -> None:
+    assert redact_dsn(dsn) == shown

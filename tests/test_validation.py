@@ -236,11 +236,14 @@ def test_label_values_name_the_label(item: object) -> None:
     assert info.value.field == "labels.team"
 
 
+NO_NUL = st.characters(exclude_characters="\x00")
+
+
 @LABELS
 @given(
     st.dictionaries(
-        st.text(min_size=1, max_size=MAX_LABEL_LENGTH),
-        st.text(max_size=MAX_LABEL_LENGTH),
+        st.text(NO_NUL, min_size=1, max_size=MAX_LABEL_LENGTH),
+        st.text(NO_NUL, max_size=MAX_LABEL_LENGTH),
         max_size=MAX_LABELS,
     )
 )
@@ -261,6 +264,7 @@ def test_labels_accepted_iff_within_limits(labels: dict[str, object]) -> None:
         1 <= len(key) <= MAX_LABEL_LENGTH
         and isinstance(item, str)
         and len(item) <= MAX_LABEL_LENGTH
+        and "\x00" not in key + item
         for key, item in labels.items()
     )
     if ok:
@@ -355,3 +359,9 @@ def test_timeout_accepts_exactly_the_positive_bounded_range(value: float) -> Non
     else:
         with pytest.raises(ValidationError):
             validate_timeout(value)
+
+
+@pytest.mark.parametrize("labels", [{"k\x00": "v"}, {"k": "v\x00w"}])
+def test_labels_with_nul_are_refused(labels: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="NUL"):
+        validate_labels(labels)

@@ -7,11 +7,34 @@ the embedded SQLite one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent
+
+_MASK = "***"
+_PASSWORD_PARAMETER = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+_PASSWORD_PAIR = re.compile(r"(\b(?:ssl)?password\s*=\s*)(?:'[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with every password in it shown as ``***``: the URL's
+    ``user:password@``, ``password=`` query parameters, or libpq
+    ``password=`` pairs. Anything else is left as it is."""
+    try:
+        netloc = urlsplit(dsn).netloc
+    except ValueError:
+        netloc = ""
+    if not netloc:
+        return _PASSWORD_PAIR.sub(rf"\1{_MASK}", dsn)
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        dsn = dsn.replace(f"//{netloc}", f"//{user}:{_MASK}@{hostinfo}", 1)
+    return _PASSWORD_PARAMETER.sub(rf"\1{_MASK}", dsn)
 
 
 class ConflictError(Exception):
@@ -44,6 +67,10 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Flush and close."""
+
+    async def schema_version(self) -> int:
+        """The applied schema version (``open`` applies every migration it knows)."""
+        ...
 
     async def register(self, jobs: Sequence[NewJob], now: float) -> list[Registration]:
         """Track ``jobs`` atomically: all of them, or none on :class:`ConflictError`."""
@@ -115,3 +142,49 @@ class Store(Protocol):
         than that which every one of ``sinks`` has acknowledged. Returns
         (jobs, events) deleted."""
         ...
+
+
+class FleetStore(Store, Protocol):
+    """A store shared by several jobwatchd instances (PostgreSQL).
+
+    Work is shared by leases: an instance polls only the jobs it holds a lease
+    on, renews its leases while it runs, and the leases of a dead instance
+    expire so that others take its jobs over. Lease times are on the
+    database's clock, so instances need no synchronised clocks. Once a lease
+    has been taken over, :meth:`Store.record` by the old holder raises
+    :class:`StaleWriteError`: a transition is never recorded twice.
+    """
+
+    instance: str
+    """This instance's id (unique per process run)."""
+
+    async def heartbeat(self, ttl: float) -> int:
+        """Record that this instance is alive; return how many instances were
+        seen within the last ``ttl`` seconds (this one included)."""
+        ...
+
+    async def claim_jobs(self, limit: int, lease: float) -> list[JobRecord]:
+        """Take up to ``limit`` active jobs that nobody holds (or whose lease
+        expired), earliest ``next_poll_at`` first (``FOR UPDATE SKIP LOCKED``),
+        leasing them to this instance for ``lease`` seconds."""
+        ...
+
+    async def renew_leases(self, job_ids: Sequence[str], lease: float) -> set[str]:
+        """Extend this instance's leases on ``job_ids``; return the ids it still
+        holds (the others were taken over, finished or deleted)."""
+        ...
+
+    async def release_jobs(self, next_poll_at: Mapping[str, float]) -> None:
+        """Give up leases, remembering each job's next poll (unix time) so the
+        next holder keeps the schedule."""
+
+    async def acquire_sink(self, sink: str, lease: float) -> bool:
+        """Take or renew the lease that lets one instance deliver to ``sink``."""
+        ...
+
+    async def release_sink(self, sink: str) -> None:
+        """Give up the lease on ``sink``."""
+
+    async def wait_for_events(self, after: int, timeout: float) -> None:
+        """Return when an event after ``after`` exists (recorded by any
+        instance; LISTEN/NOTIFY), or after ``timeout`` seconds."""
