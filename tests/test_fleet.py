@@ -158,7 +158,8 @@ def test_three_instances_share_1000_jobs_and_survive_a_kill(
     }
     assert terminal_jobs == set(jobs)
     # the event stream of any instance serves the whole shared log
-    with urllib.request.urlopen(f"{survivors[1].url}/v1/events?after=0&follow=false", timeout=30) as resp:
+    history = f"{survivors[1].url}/v1/events?after=0&follow=false"
+    with urllib.request.urlopen(history, timeout=30) as resp:
         streamed = [
             line.split(b":", 1)[1].strip()
             for line in resp.read().splitlines()
