@@ -314,3 +314,25 @@ def assert_chain_consistent(chain: list[tuple[Any, Any]], subject: str) -> None:
     assert chain[0][0] is None, f"{subject}: first event must have from=null: {chain}"
     for (_, previous_to), (current_from, _) in itertools.pairwise(chain):
         assert current_from == previous_to, f"{subject}: broken chain {chain}"
+
+
+TERMINAL_STATUSES = frozenset({"SUCCESS", "FAIL", "TIMEOUT", "NOT_FOUND", "ERROR"})
+
+
+def job_statuses(daemon: DaemonProcess) -> dict[str, str]:
+    """Every tracked job's status, following the list cursor."""
+    statuses: dict[str, str] = {}
+    after = ""
+    while True:
+        status, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=1000{after}")
+        assert status == 200, body
+        statuses.update((job["job_id"], job["status"]) for job in body["jobs"])
+        if body["next"] is None:
+            return statuses
+        after = f"&after={body['next']}"
+
+
+def all_terminal(daemon: DaemonProcess, job_ids: list[str]) -> bool:
+    """Whether the daemon tracks every one of ``job_ids`` in a terminal status."""
+    statuses = job_statuses(daemon)
+    return all(statuses.get(job_id) in TERMINAL_STATUSES for job_id in job_ids)

@@ -26,15 +26,17 @@ import trustme
 
 from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from tests.conftest import (
+    TERMINAL_STATUSES,
     DaemonProcess,
+    all_terminal,
     assert_chain_consistent,
     http,
     job_chains,
+    job_statuses,
     read_events,
     wait_until,
 )
 
-TERMINAL = {"SUCCESS", "FAIL", "TIMEOUT", "NOT_FOUND", "ERROR"}
 SECOND_PROJECT = "second-project-0002"
 DOMAIN, USER = "acme", "jobwatch-bot"
 
@@ -121,17 +123,6 @@ def job(daemon: DaemonProcess, job_id: str) -> dict[str, Any]:
     assert status == 200, body
     assert isinstance(body, dict)
     return body
-
-
-def statuses(daemon: DaemonProcess) -> dict[str, str]:
-    status, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=1000")
-    assert status == 200
-    return {item["job_id"]: item["status"] for item in body["jobs"]}
-
-
-def all_terminal(daemon: DaemonProcess, job_ids: list[str]) -> bool:
-    current = statuses(daemon)
-    return all(current.get(job_id) in TERMINAL for job_id in job_ids)
 
 
 def check_against_simulator(events: list[dict[str, Any]], sim: Simulator, jobs: list[str]) -> None:
@@ -334,8 +325,8 @@ def test_a_throttled_account_pauses_alone(
             return bool(accounts["busy"]["paused_for"] > 0 and accounts["calm"]["paused_for"] == 0)
 
         wait_until(busy_paused, timeout=10, what="busy paused, calm not")
-        current = statuses(daemon)
-        assert not any(current[j] in TERMINAL for j in busy)
+        current = job_statuses(daemon)
+        assert not any(current[j] in TERMINAL_STATUSES for j in busy)
         for job_id in busy:
             error = job(daemon, job_id)["last_error"]
             assert error is not None

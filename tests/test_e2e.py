@@ -16,6 +16,7 @@ from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator
 from tests.conftest import (
     DaemonProcess,
     RunningSimulator,
+    all_terminal,
     assert_chain_consistent,
     http,
     job_chains,
@@ -24,7 +25,6 @@ from tests.conftest import (
     write_config,
 )
 
-TERMINAL = {"SUCCESS", "FAIL", "TIMEOUT", "NOT_FOUND", "ERROR"}
 MULTI_SUB_JOB_TYPES = ("createServer", "deleteServer", "batchRebootServer", "addNics")
 
 
@@ -51,13 +51,6 @@ def register_batch(daemon: DaemonProcess, job_ids: list[str]) -> None:
     )
     assert status == 201, body
     assert body["created"] == len(job_ids)
-
-
-def all_terminal(daemon: DaemonProcess, job_ids: list[str]) -> bool:
-    status, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=1000")
-    assert status == 200
-    statuses = {job["job_id"]: job["status"] for job in body["jobs"]}
-    return all(statuses.get(job_id) in TERMINAL for job_id in job_ids)
 
 
 def sim_statuses(sim: Simulator, job_id: str) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ import orjson
 from tests.conftest import (
     DaemonProcess,
     RunningSimulator,
+    all_terminal,
     assert_chain_consistent,
     http,
     job_chains,
@@ -26,7 +27,6 @@ from tests.conftest import (
 )
 
 LEASE = 2.0
-TERMINAL = {"SUCCESS", "FAIL", "TIMEOUT", "NOT_FOUND", "ERROR"}
 
 
 def fleet_config(
@@ -79,18 +79,6 @@ def held_by(dsn: str, instance: str) -> int:
         return int(held)
 
     return asyncio.run(count())
-
-
-def all_terminal(daemon: DaemonProcess, job_ids: list[str]) -> bool:
-    statuses: dict[str, str] = {}
-    after = ""
-    while True:
-        _, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=1000{after}")
-        statuses.update((job["job_id"], job["status"]) for job in body["jobs"])
-        if body["next"] is None:
-            break
-        after = f"&after={body['next']}"
-    return all(statuses.get(job_id) in TERMINAL for job_id in job_ids)
 
 
 def assert_each_transition_once(events: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ from tests.conftest import (
     REPO,
     DaemonProcess,
     RunningSimulator,
+    all_terminal,
     http,
     read_events,
     wait_until,
@@ -221,11 +222,7 @@ def test_reload_applies_a_new_sink_and_polling_settings_while_jobs_run(
     daemon.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: any(r.get("event") == "config.reloaded" for r in daemon.log_records()))
 
-    def all_terminal() -> bool:
-        _, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=100")
-        return all(job["terminal"] for job in body["jobs"])
-
-    wait_until(all_terminal, timeout=40)
+    wait_until(lambda: all_terminal(daemon, jobs), timeout=40)
     terminal = state / "terminal.jsonl"
     # the new sink starts from the oldest retained event: it gets every terminal event
     wait_until(
@@ -296,11 +293,7 @@ def test_sigterm_drains_in_flight_polls_and_loses_nothing(
     sim.faults.latency = 0.0
     daemon.start()
 
-    def all_terminal() -> bool:
-        _, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=100")
-        return len(body["jobs"]) == len(jobs) and all(job["terminal"] for job in body["jobs"])
-
-    wait_until(all_terminal, timeout=40)
+    wait_until(lambda: all_terminal(daemon, jobs), timeout=40)
     with sqlite3.connect(state / "jobwatchd.db") as db:
         recorded = {row[0] for row in db.execute("SELECT event_id FROM events")}
     wait_until(
@@ -342,11 +335,7 @@ def test_metrics_agree_with_what_happened(
     bad = [sim.create_job("deleteServer", count=1, fail=True, duration=40) for _ in range(3)]
     http("POST", f"{daemon.url}/v1/jobs", {"jobs": [{"job_id": j} for j in good + bad]})
 
-    def done() -> bool:
-        _, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=100")
-        return all(job["terminal"] for job in body["jobs"])
-
-    wait_until(done, timeout=30)
+    wait_until(lambda: all_terminal(daemon, good + bad), timeout=30)
     wait_until(
         lambda: scrape(daemon)[("jobwatchd_sink_backlog_events", (("sink", "file"),))] == 0,
         timeout=10,

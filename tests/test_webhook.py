@@ -47,6 +47,7 @@ from jobwatchd.store.sqlite import SQLiteStore
 from tests.conftest import (
     DaemonProcess,
     RunningSimulator,
+    all_terminal,
     async_wait_until,
     http,
     read_events,
@@ -57,7 +58,6 @@ from tests.conftest import (
 SECRET = "whsec_" + base64.b64encode(b"jobwatchd-test-signing-key-0001").decode()
 NEXT_SECRET = "whsec_" + base64.b64encode(b"jobwatchd-test-signing-key-0002").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"not-the-key-anyone-configured").decode()
-TERMINAL = {"SUCCESS", "FAIL", "TIMEOUT", "NOT_FOUND", "ERROR"}
 
 Answer = tuple[int, Mapping[str, str]]
 
@@ -587,12 +587,6 @@ def register(daemon: DaemonProcess, job_ids: list[str]) -> None:
         "POST", f"{daemon.url}/v1/jobs", {"jobs": [{"job_id": job} for job in job_ids]}
     )
     assert status == 201, body
-
-
-def all_terminal(daemon: DaemonProcess, job_ids: list[str]) -> bool:
-    _, body, _ = http("GET", f"{daemon.url}/v1/jobs?limit=1000")
-    statuses = {job["job_id"]: job["status"] for job in body["jobs"]}
-    return all(statuses.get(job) in TERMINAL for job in job_ids)
 
 
 def answered(receiver: Receiver, status: int) -> list[Request]:

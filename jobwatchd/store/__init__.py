@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+import orjson
 
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent
 
@@ -35,6 +37,50 @@ def redact_dsn(dsn: str) -> str:
         user = userinfo.partition(":")[0]
         dsn = dsn.replace(f"//{netloc}", f"//{user}:{_MASK}@{hostinfo}", 1)
     return _PASSWORD_PARAMETER.sub(rf"\1{_MASK}", dsn)
+
+
+# JobRecord fields both stores keep in one JSON document column; the others
+# have columns of their own (they are queried or updated on their own).
+DOC_FIELDS = (
+    "job_type",
+    "begin_time",
+    "end_time",
+    "error_code",
+    "fail_reason",
+    "entities",
+    "timeout",
+    "polls",
+    "last_error",
+    "history",
+    "snapshot",
+)
+
+
+class Row(Protocol):
+    """A database row read by column name (sqlite3.Row, asyncpg.Record)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def job_from_row(row: Row) -> JobRecord:
+    """A JobRecord from a row of the jobs columns plus the ``doc`` document."""
+    doc: dict[str, Any] = orjson.loads(row["doc"])
+    return JobRecord(
+        job_id=row["job_id"],
+        project_id=row["project_id"],
+        account=row["account"],
+        status=row["status"],
+        registered_at=row["registered_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+        labels=orjson.loads(row["labels"]),
+        **{key: doc[key] for key in DOC_FIELDS if key in doc},
+    )
+
+
+def job_doc(job: JobRecord) -> str:
+    """The ``doc`` document of a job (JSON text)."""
+    return orjson.dumps({key: getattr(job, key) for key in DOC_FIELDS}).decode()
 
 
 class ConflictError(Exception):

@@ -42,7 +42,14 @@ import orjson
 from jobwatchd.config import read_secret
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent, is_terminal
-from jobwatchd.store import ConflictError, Registration, StaleWriteError, redact_dsn
+from jobwatchd.store import (
+    ConflictError,
+    Registration,
+    StaleWriteError,
+    job_doc,
+    job_from_row,
+    redact_dsn,
+)
 
 log = get_logger("jobwatchd.store.postgresql")
 
@@ -107,19 +114,6 @@ MIGRATIONS: tuple[str, ...] = (
 # Fields kept in the ``doc`` JSON column; the rest have columns of their own.
 # ``doc`` is ``json``, not ``jsonb``: it round-trips exactly (floats, key order)
 # and accepts any string upstream sends, \u0000 included.
-_DOC_FIELDS = (
-    "job_type",
-    "begin_time",
-    "end_time",
-    "error_code",
-    "fail_reason",
-    "entities",
-    "timeout",
-    "polls",
-    "last_error",
-    "history",
-    "snapshot",
-)
 _QUERY_NAME = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 
 
@@ -132,25 +126,6 @@ def load_queries(text: str) -> dict[str, str]:
 QUERIES: Final = load_queries(
     resources.files("jobwatchd.store").joinpath("postgresql.sql").read_text("utf-8")
 )
-
-
-def _job_from_row(row: asyncpg.Record) -> JobRecord:
-    doc: dict[str, Any] = orjson.loads(row["doc"])
-    return JobRecord(
-        job_id=row["job_id"],
-        project_id=row["project_id"],
-        account=row["account"],
-        status=row["status"],
-        registered_at=row["registered_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-        labels=orjson.loads(row["labels"]),
-        **{key: doc[key] for key in _DOC_FIELDS if key in doc},
-    )
-
-
-def _doc(job: JobRecord) -> str:
-    return orjson.dumps({key: getattr(job, key) for key in _DOC_FIELDS}).decode()
 
 
 def _json(value: object) -> str:
@@ -284,7 +259,7 @@ class PostgresStore:
                 [job.project_id for job in records],
                 [job.account for job in records],
                 [_json(job.labels) for job in records],
-                [_doc(job) for job in records],
+                [job_doc(job) for job in records],
                 template.status,
                 now,
                 template.version,
@@ -294,7 +269,7 @@ class PostgresStore:
             known = {job_id: fresh[job_id] for job_id in created}
             if others:
                 existing = await conn.fetch(QUERIES["get_jobs"], others)
-                known.update((row["job_id"], _job_from_row(row)) for row in existing)
+                known.update((row["job_id"], job_from_row(row)) for row in existing)
                 if len(known) < len(fresh):
                     raise _Retry
             results: list[Registration] = []
@@ -310,7 +285,7 @@ class PostgresStore:
     async def get_job(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
         row = await self.pool.fetchrow(QUERIES["get_job"], job_id)
-        return None if row is None else _job_from_row(row)
+        return None if row is None else job_from_row(row)
 
     async def list_jobs(
         self,
@@ -327,7 +302,7 @@ class PostgresStore:
             rows = await self.pool.fetch(QUERIES["list_jobs"], *args)
         else:
             rows = await self.pool.fetch(QUERIES["list_jobs_by_status"], *args, status)
-        return [_job_from_row(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def delete_job(self, job_id: str) -> bool:
         """Stop tracking ``job_id``; its recorded events stay in the log."""
@@ -337,7 +312,7 @@ class PostgresStore:
     async def active_jobs_page(self, after: str | None, limit: int) -> list[JobRecord]:
         """Non-terminal jobs by id, a page at a time (leased or not)."""
         rows = await self.pool.fetch(QUERIES["active_jobs_page"], after or "", limit)
-        return [_job_from_row(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def count_by_status(self) -> dict[str, int]:
         """Jobs per status."""
@@ -375,7 +350,7 @@ class PostgresStore:
             job.status,
             terminal,
             job.updated_at,
-            _doc(job),
+            job_doc(job),
             self.instance,
         )
         stored: list[StoredEvent] = []
@@ -466,7 +441,7 @@ class PostgresStore:
         for ``lease`` seconds, earliest ``next_poll_at`` first."""
         rows = await self.pool.fetch(QUERIES["claim_jobs"], self.instance, limit, float(lease))
         rows = sorted(rows, key=lambda row: (row["next_poll_at"], row["job_id"]))
-        return [_job_from_row(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def renew_leases(self, job_ids: Sequence[str], lease: float) -> set[str]:
         """Extend this instance's leases on ``job_ids`` to ``lease`` seconds from

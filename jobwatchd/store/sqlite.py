@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent, is_terminal
-from jobwatchd.store import ConflictError, Registration, StaleWriteError
+from jobwatchd.store import ConflictError, Registration, StaleWriteError, job_doc, job_from_row
 
 T = TypeVar("T")
 
@@ -63,42 +63,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 # Fields kept in the ``doc`` JSON column; the rest have columns of their own.
-_DOC_FIELDS = (
-    "job_type",
-    "begin_time",
-    "end_time",
-    "error_code",
-    "fail_reason",
-    "entities",
-    "timeout",
-    "polls",
-    "last_error",
-    "history",
-    "snapshot",
-)
 _IN_CHUNK = 500  # ids per IN (...) query, well under the parameter limit
 _JOB_COLUMNS = (
     "job_id, project_id, account, status, registered_at, updated_at, version, labels, doc"
 )
-
-
-def _job_from_row(row: sqlite3.Row) -> JobRecord:
-    doc: dict[str, Any] = orjson.loads(row["doc"])
-    return JobRecord(
-        job_id=row["job_id"],
-        project_id=row["project_id"],
-        account=row["account"],
-        status=row["status"],
-        registered_at=row["registered_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-        labels=orjson.loads(row["labels"]),
-        **{key: doc[key] for key in _DOC_FIELDS if key in doc},
-    )
-
-
-def _doc(job: JobRecord) -> str:
-    return orjson.dumps({key: getattr(job, key) for key in _DOC_FIELDS}).decode()
 
 
 def _event_from_row(row: sqlite3.Row) -> StoredEvent:
@@ -172,7 +140,7 @@ class SQLiteStore:
                     rows = conn.execute(
                         f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})", chunk
                     )
-                    existing.update((row["job_id"], _job_from_row(row)) for row in rows)
+                    existing.update((row["job_id"], job_from_row(row)) for row in rows)
                 results: list[Registration] = []
                 inserts: list[tuple[Any, ...]] = []
                 for new in jobs:
@@ -202,7 +170,7 @@ class SQLiteStore:
                             job.updated_at,
                             job.version,
                             orjson.dumps(job.labels).decode(),
-                            _doc(job),
+                            job_doc(job),
                         )
                     )
                     results.append(Registration(job, created=True))
@@ -222,7 +190,7 @@ class SQLiteStore:
             row = conn.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
-            return None if row is None else _job_from_row(row)
+            return None if row is None else job_from_row(row)
 
         return await self._run(work)
 
@@ -253,7 +221,7 @@ class SQLiteStore:
         params.append(limit)
 
         def work(conn: sqlite3.Connection) -> list[JobRecord]:
-            return [_job_from_row(row) for row in conn.execute(query, params)]
+            return [job_from_row(row) for row in conn.execute(query, params)]
 
         return await self._run(work)
 
@@ -274,7 +242,7 @@ class SQLiteStore:
                 " ORDER BY job_id LIMIT ?",
                 (after or "", limit),
             )
-            return [_job_from_row(row) for row in rows]
+            return [job_from_row(row) for row in rows]
 
         return await self._run(work)
 
@@ -315,7 +283,7 @@ class SQLiteStore:
                         int(is_terminal(job.status)),
                         job.updated_at,
                         job.version + 1,
-                        _doc(job),
+                        job_doc(job),
                         job.job_id,
                         job.version,
                     ),
