@@ -46,6 +46,7 @@ from jobwatchd.store import Registration, StaleWriteError, Store
 from jobwatchd.upstream import Outcome, OutcomeKind, UpstreamClient, UpstreamError
 
 REJECTIONS_BEFORE_ERROR = 3
+_FRESH = Snapshot()  # shared by every job not observed yet (snapshots are immutable)
 RESTORE_PAGE = 5000
 
 log = get_logger("jobwatchd.tracker")
@@ -175,7 +176,7 @@ class Tracker:
             self._deleted_while_restoring.clear()
 
     def _activate(self, record: JobRecord, *, delay: float) -> None:
-        snapshot = Snapshot.from_json(record.snapshot)
+        snapshot = Snapshot.from_json(record.snapshot) if record.snapshot else _FRESH
         self.active[record.job_id] = ActiveJob(
             job_id=record.job_id,
             project_id=sys.intern(record.project_id),
