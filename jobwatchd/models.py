@@ -32,8 +32,9 @@ def is_terminal(status: str) -> bool:
 
 def iso_time(timestamp: float) -> str:
     """Render a unix timestamp as ISO 8601 UTC with milliseconds, like the vendor API."""
-    seconds, millis = divmod(round(timestamp * 1000), 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+    # Like datetime.fromtimestamp: round to the microsecond, then truncate.
+    seconds, micros = divmod(round(timestamp * 1_000_000), 1_000_000)
+    return f"{_iso_second(seconds)}.{micros // 1000:03d}Z"
 
 
 @functools.lru_cache(maxsize=4096)
