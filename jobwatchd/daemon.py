@@ -244,7 +244,7 @@ class Daemon:
         accounts = {
             name: {
                 "paused_for": round(self.scheduler.paused_for(name), 3),
-                **tracker.account_state.get(name, {"last_poll": None}),
+                **tracker.account_state(name),
             }
             for name in self.clients
         }

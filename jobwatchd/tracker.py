@@ -30,6 +30,7 @@ from jobwatchd.metrics import Metrics
 from jobwatchd.models import (
     ERROR,
     FAIL,
+    INIT,
     NOT_FOUND,
     RUNNING,
     SUCCESS,
@@ -46,6 +47,7 @@ from jobwatchd.store import Registration, StaleWriteError, Store
 from jobwatchd.upstream import Outcome, OutcomeKind, UpstreamClient, UpstreamError
 
 REJECTIONS_BEFORE_ERROR = 3
+_STARTED = frozenset({INIT, RUNNING})  # observed, not ended: the learned schedule applies
 _FRESH = Snapshot()  # shared by every job not observed yet (snapshots are immutable)
 RESTORE_PAGE = 5000
 
@@ -94,6 +96,15 @@ def parse_time(value: str | None) -> float | None:
 
 
 @dataclass(slots=True)
+class _AccountState:
+    last_poll: OutcomeKind | None = None
+    last_poll_at: float = 0.0
+    reachable: bool = True
+    last_error: UpstreamError | None = None
+    last_error_at: float = 0.0
+
+
+@dataclass(slots=True)
 class _Models:
     by_type: dict[str, DurationModel] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
@@ -125,7 +136,8 @@ class Tracker:
         self.active: dict[str, ActiveJob] = {}
         self._terminal_waiters: dict[str, asyncio.Event] = {}
         self.polls_done = 0
-        self.account_state: dict[str, dict[str, Any]] = {}
+        self._accounts: dict[str, _AccountState] = {}
+        self._poll_metrics: dict[tuple[str, OutcomeKind], tuple[Any, Any]] = {}
         self._models = _Models()
         self._restoring = False
         self._deleted_while_restoring: set[str] = set()
@@ -357,21 +369,45 @@ class Tracker:
 
     def _count_poll(self, account: str, outcome: Outcome, seconds: float) -> None:
         metrics = self.metrics
-        metrics.polls.labels(account, outcome.kind.value).inc()
-        metrics.poll_duration.labels(account).observe(seconds)
+        key = (account, outcome.kind)
+        children = self._poll_metrics.get(key)
+        if children is None:  # labels() is a dict lookup under a lock: once per pair
+            children = self._poll_metrics[key] = (
+                metrics.polls.labels(account, outcome.kind.value),
+                metrics.poll_duration.labels(account),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         error = outcome.error
         if error is not None:
             status = str(error.http_status or 0)
             metrics.upstream_errors.labels(account, status, error.code or "").inc()
 
     def _note_account(self, account: str, outcome: Outcome) -> None:
-        state = self.account_state.setdefault(account, {})
-        state["last_poll"] = outcome.kind.value
-        state["last_poll_at"] = iso_time(self._clock())
-        reachable = outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.UNAUTHORIZED)
-        state["reachable"] = reachable
-        if outcome.error is not None and not reachable:
-            state["last_error"] = outcome.error.to_json(state["last_poll_at"])
+        # On every poll: keep it cheap, render only when /readyz asks.
+        state = self._accounts.get(account)
+        if state is None:
+            state = self._accounts[account] = _AccountState()
+        state.last_poll = outcome.kind
+        state.last_poll_at = self._clock()
+        state.reachable = outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.UNAUTHORIZED)
+        if outcome.error is not None and not state.reachable:
+            state.last_error = outcome.error
+            state.last_error_at = state.last_poll_at
+
+    def account_state(self, account: str) -> dict[str, Any]:
+        """What the last poll of ``account`` said (for ``/readyz``)."""
+        state = self._accounts.get(account)
+        if state is None or state.last_poll is None:
+            return {"last_poll": None}
+        rendered: dict[str, Any] = {
+            "last_poll": state.last_poll.value,
+            "last_poll_at": iso_time(state.last_poll_at),
+            "reachable": state.reachable,
+        }
+        if state.last_error is not None:
+            rendered["last_error"] = state.last_error.to_json(iso_time(state.last_error_at))
+        return rendered
 
     async def _apply(self, job: ActiveJob, outcome: Outcome, now: float) -> None:
         if outcome.error is not None:
@@ -427,7 +463,7 @@ class Tracker:
         settings = self.settings
         policy = settings.adaptive
         rand = self._rng.random()
-        if policy is not None and job.status == RUNNING and job.job_type and job.began_at:
+        if policy is not None and job.status in _STARTED and job.job_type and job.began_at:
             model = self._models.by_type.get(job.job_type)
             if model is not None and model.ready:
                 elapsed = max(0.0, now - job.began_at)

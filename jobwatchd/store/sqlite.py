@@ -60,6 +60,10 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Restoring pages by id must not sort the whole active set for each page.
+    """
+    CREATE INDEX jobs_active_by_id ON jobs (terminal, job_id);
+    """,
 )
 
 # Fields kept in the ``doc`` JSON column; the rest have columns of their own.
