@@ -1,0 +1,1 @@
+"""The jobwatchd benchmark suite: ``python -m bench [--quick]`` writes docs/BENCHMARKS.md."""
