@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from jobwatchd.store.postgresql import MIGRATIONS as POSTGRES_MIGRATIONS
+from jobwatchd.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from tests.conftest import DaemonProcess, RunningSimulator, write_config
 
 JOBWATCHD = [sys.executable, "-m", "jobwatchd"]
@@ -180,8 +182,8 @@ def test_migrate_applies_the_schema_and_reports_its_version(
         f'{account}project_id = "p"\n'
     )
     for config, where, version in (
-        (sqlite, str(state / "jobwatchd.db"), 2),
-        (postgres, postgres_database, 1),
+        (sqlite, str(state / "jobwatchd.db"), len(SQLITE_MIGRATIONS)),
+        (postgres, postgres_database, len(POSTGRES_MIGRATIONS)),
     ):
         for _ in range(2):  # and again: nothing left to do
             result = cli("migrate", "-c", str(config), timeout=60)
