@@ -369,14 +369,16 @@ def write_daemon(
     auth: str = "none",
     rate_limit: float = 1_000_000.0,
     max_batch: int = 10_000,
+    daemon_extra: Mapping[str, object] | None = None,
 ) -> Daemon:
-    """Write a daemon's config and state directory under the work directory."""
+    """Write a daemon's config and state directory under the work directory
+    (``daemon_extra``: more ``[daemon]`` keys, e.g. a fleet's ``store`` and ``lease``)."""
     base = procs.work / name
     state = base / "state"
     state.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
-        "daemon": {"state_dir": str(state), "log_level": "warning"},
+        "daemon": {"state_dir": str(state), "log_level": "warning", **(daemon_extra or {})},
         "api": {"listen": f"{HOST}:{port}", "max_batch": max_batch, "max_body": "64MiB"},
         "accounts": [
             {

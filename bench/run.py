@@ -7,8 +7,10 @@
 Writes ``docs/BENCHMARKS.md``, ``docs/bench/*.png``, ``docs/bench/results.json``
 and the profile's collapsed stacks (``--out`` chooses another directory).
 Scenarios: see :mod:`bench.s1_throughput`, :mod:`bench.s2_scale`,
-:mod:`bench.s3_efficiency` and :mod:`bench.s4_e2e`. A scenario that fails is
-reported as failed; the others still run. Every process the suite started is
+:mod:`bench.s3_efficiency`, :mod:`bench.s4_e2e` and :mod:`bench.s5_fleet`. A scenario that fails is
+reported as failed; the others still run. With ``--only``, the scenarios not
+run keep their sections and results from the previous report in ``--out``
+(each section names the run it comes from). Every process the suite started is
 stopped when it ends, including on Ctrl-C or SIGTERM.
 """
 
@@ -38,10 +40,11 @@ from bench import s1_throughput as s1
 from bench import s2_scale as s2
 from bench import s3_efficiency as s3
 from bench import s4_e2e as s4
+from bench import s5_fleet as s5
 from bench.common import ROOT, Http, describe_machine
 from jobwatchd.daemon import install_event_loop
 
-SCENARIOS = ("s1", "s2", "s3", "s4")
+SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Plan:
     s2: s2.Params
     s3: s3.Params
     s4: s4.Params
+    s5: s5.Params
 
 
 FULL = Plan(
@@ -59,6 +63,7 @@ FULL = Plan(
     s2=s2.Params(sizes=(100_000, 1_000_000), restarts=3, restore_timeout=60.0),
     s3=s3.Params(speed=20.0, jobs_per_repeat=120, arrival_seconds=15.0, repeats=3),
     s4=s4.Params(rate=1000.0, sub_jobs=20, duration=10.0, arrival_seconds=25.0),
+    s5=s5.Params(jobs=10_000, warmup=2.0, window=5.0, repeats=3),
 )
 QUICK = Plan(
     s1=s1.Params(jobs=1_000, warmup=1.0, window=1.5, repeats=1, profile_seconds=2.0),
@@ -79,6 +84,7 @@ QUICK = Plan(
         max_duration=400.0,
     ),
     s4=s4.Params(rate=1000.0, sub_jobs=20, duration=3.0, arrival_seconds=7.0),
+    s5=s5.Params(jobs=500, warmup=0.5, window=1.5, repeats=1, claim_timeout=60.0),
 )
 
 
@@ -104,6 +110,7 @@ async def _scenarios(args: argparse.Namespace, plan: Plan, run: report.Run, work
             ("s2", "2. scale", lambda: s2.run(work / "s2", http, plan.s2, _log, profile_dir)),
             ("s3", "3. poll efficiency", lambda: s3.run(work / "s3", http, plan.s3, _log)),
             ("s4", "4. end to end", lambda: s4.run(work / "s4", http, plan.s4, _log)),
+            ("s5", "5. fleet throughput", lambda: s5.run(work / "s5", http, plan.s5, _log)),
         ]
         for key, title, start in steps:
             if key not in args.only:
@@ -128,13 +135,18 @@ def _results_json(run: report.Run) -> bytes:
         "started": run.started,
         "seconds": run.seconds,
         "machine": dataclasses.asdict(run.machine),
-        "errors": run.errors,
+        "errors": dict(run.errors),
         "targets": [dataclasses.asdict(t) for t in report.targets(run)],
     }
+    for key, kept in run.kept.items():
+        if kept.error:
+            data["errors"][key] = kept.error
     for key in SCENARIOS:
         result = getattr(run, key)
         if result is not None:
-            data[key] = result.to_json()
+            data[key] = {**result.to_json(), "run": run.info}
+        elif key in run.kept and run.kept[key].data is not None:
+            data[key] = {**(run.kept[key].data or {}), "run": run.kept[key].info}
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -148,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),
-        help="comma-separated scenarios to run (s1,s2,s3,s4)",
+        help="comma-separated scenarios to run (s1,s2,s3,s4,s5); the others keep their "
+        "results from the previous report in --out",
     )
     parser.add_argument("--keep-work", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
@@ -181,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     run.seconds = time.monotonic() - began
     run.machine.load_after = os.getloadavg()
+    run.kept = report.load_kept(args.out, [key for key in SCENARIOS if key not in args.only])
     path = report.write(run, args.out)
     (args.out / "bench" / "results.json").write_bytes(_results_json(run))
     _log(f"bench: wrote {path} in {run.seconds:.0f} s")

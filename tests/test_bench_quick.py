@@ -22,8 +22,9 @@ SECTIONS = (
     "## 2. Scale",
     "## 3. Poll efficiency",
     "## 4. End to end",
+    "## 5. Fleet throughput (PostgreSQL)",
 )
-CHARTS = ("throughput.png", "profile.png", "scale.png", "efficiency.png", "e2e.png")
+CHARTS = ("throughput.png", "profile.png", "scale.png", "efficiency.png", "e2e.png", "fleet.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,7 +51,7 @@ def test_quick_mode_writes_the_report_and_charts(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert results["mode"] == "quick"
     assert not results["errors"]
-    assert {"s1", "s2", "s3", "s4"} <= set(results)
+    assert {"s1", "s2", "s3", "s4", "s5"} <= set(results)
     verdicts = {target["scenario"] for target in results["targets"]}
     assert verdicts == {"1", "2", "3", "4"}
     assert (tmp_path / "bench" / "profile-throughput.txt").stat().st_size > 0
