@@ -26,37 +26,12 @@ from jobwatchd.upstream import (
     parse_retry_after,
     vendor_error,
 )
+from tests.vendor import JOB_ID, VENDOR_EXAMPLE
 
 FAST = settings(max_examples=30, deadline=None)
 SLOW = settings(max_examples=30, deadline=None)
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-JOB_ID = "2c9eb2c5544cbf6101544f0602af2b4f"
 
-# The vendor's example response (seed doc, "Example Response").
-VENDOR_EXAMPLE: dict[str, Any] = {
-    "status": "SUCCESS",
-    "entities": {
-        "sub_jobs_total": 1,
-        "sub_jobs": [
-            {
-                "status": "SUCCESS",
-                "entities": {"server_id": "bae51750-0089-41a1-9b18-5c777978ff6d"},
-                "job_id": "2c9eb2c5544cbf6101544f0635672b60",
-                "job_type": "createSingleServer",
-                "begin_time": "2016-04-25T20:04:47.591Z",
-                "end_time": "2016-04-25T20:08:21.328Z",
-                "error_code": None,
-                "fail_reason": None,
-            }
-        ],
-    },
-    "job_id": JOB_ID,
-    "job_type": "createServer",
-    "begin_time": "2016-04-25T20:04:34.604Z",
-    "end_time": "2016-04-25T20:08:41.593Z",
-    "error_code": None,
-    "fail_reason": None,
-}
 # The three vendor error body shapes.
 NESTED_NOT_FOUND = {"error": {"code": "Common.0011", "message": "Invalid job ID"}}
 GATEWAY_THROTTLED = {

@@ -42,41 +42,14 @@ from jobwatchd.statemachine import (
     observe,
     parse_response,
 )
+from tests.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
 
-JOB_ID = "2c9eb2c5544cbf6101544f0602af2b4f"
-SUB_ID = "2c9eb2c5544cbf6101544f0635672b60"
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
-SERVER_ID = "bae51750-0089-41a1-9b18-5c777978ff6d"
 # Exactly representable, so the millisecond rendering is exact.
 OBSERVED_AT = 1461614921.5
 OBSERVED_ISO = "2016-04-25T20:08:41.500Z"
 OBSERVED_DT = dt.datetime(2016, 4, 25, 20, 8, 41, 500000, tzinfo=dt.UTC)
 
-# The vendor's example response (seed doc, "Example Response").
-VENDOR_EXAMPLE: dict[str, Any] = {
-    "status": "SUCCESS",
-    "entities": {
-        "sub_jobs_total": 1,
-        "sub_jobs": [
-            {
-                "status": "SUCCESS",
-                "entities": {"server_id": SERVER_ID},
-                "job_id": SUB_ID,
-                "job_type": "createSingleServer",
-                "begin_time": "2016-04-25T20:04:47.591Z",
-                "end_time": "2016-04-25T20:08:21.328Z",
-                "error_code": None,
-                "fail_reason": None,
-            }
-        ],
-    },
-    "job_id": JOB_ID,
-    "job_type": "createServer",
-    "begin_time": "2016-04-25T20:04:34.604Z",
-    "end_time": "2016-04-25T20:08:41.593Z",
-    "error_code": None,
-    "fail_reason": None,
-}
 
 JOB_DATA_KEYS = {
     "job_id",

@@ -32,38 +32,8 @@ from jobwatchd.statemachine import (
     observe,
     parse_response,
 )
+from tests.vendor import SUB_ID, VENDOR_EXAMPLE_BYTES
 
-# The vendor's example response, verbatim from the API reference
-# (/work/shared/seed/ecs-query-task-execution-status.md, "Example Response").
-VENDOR_EXAMPLE_BYTES = b"""
-{
-    "status": "SUCCESS",
-    "entities": {
-        "sub_jobs_total": 1,
-        "sub_jobs": [
-            {
-                "status": "SUCCESS",
-                "entities": {
-                    "server_id": "bae51750-0089-41a1-9b18-5c777978ff6d"
-                },
-                "job_id": "2c9eb2c5544cbf6101544f0635672b60",
-                "job_type": "createSingleServer",
-                "begin_time": "2016-04-25T20:04:47.591Z",
-                "end_time": "2016-04-25T20:08:21.328Z",
-                "error_code": null,
-                "fail_reason": null
-            }
-        ]
-    },
-    "job_id": "2c9eb2c5544cbf6101544f0602af2b4f",
-    "job_type": "createServer",
-    "begin_time": "2016-04-25T20:04:34.604Z",
-    "end_time": "2016-04-25T20:08:41.593Z",
-    "error_code": null,
-    "fail_reason": null
-}
-"""
-SUB_ID = "2c9eb2c5544cbf6101544f0635672b60"
 UPSTREAM_TERMINAL = (SUCCESS, FAIL)
 OWN_TERMINAL = (TIMEOUT, NOT_FOUND, ERROR)
 FAST = settings(max_examples=30, deadline=None)
