@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from jobwatchd.models import FAIL, PENDING, SUCCESS, UPSTREAM_STATUSES, is_terminal
 
@@ -20,35 +20,105 @@ class MalformedResponse(ValueError):
     """The upstream body is not a job status document; retry, never a transition."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubJob:
-    """One element of ``entities.sub_jobs``."""
+def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _entities(body: Mapping[str, Any]) -> dict[str, Any]:
+    value = body.get("entities")
+    return value if isinstance(value, dict) else dict(value) if isinstance(value, Mapping) else {}
+
+
+class SubJob(NamedTuple):
+    """One element of ``entities.sub_jobs``: its id and status, checked when
+    parsed; the other fields are read from the element when asked for (most
+    polls only compare statuses)."""
 
     job_id: str
-    job_type: str | None
     status: str
-    entities: dict[str, Any]
-    error_code: str | None
-    fail_reason: str | None
-    begin_time: str | None
-    end_time: str | None
+    element: Mapping[str, Any]
+
+    @property
+    def job_type(self) -> str | None:
+        """The sub-job's type."""
+        return _optional_str(self.element, "job_type")
+
+    @property
+    def entities(self) -> dict[str, Any]:
+        """The sub-job's entities (empty when absent or not an object)."""
+        return _entities(self.element)
+
+    @property
+    def error_code(self) -> str | None:
+        """The sub-job's error code, if any."""
+        return _optional_str(self.element, "error_code")
+
+    @property
+    def fail_reason(self) -> str | None:
+        """Why the sub-job failed, if it did."""
+        return _optional_str(self.element, "fail_reason")
+
+    @property
+    def begin_time(self) -> str | None:
+        """When the sub-job began (vendor format)."""
+        return _optional_str(self.element, "begin_time")
+
+    @property
+    def end_time(self) -> str | None:
+        """When the sub-job ended (vendor format)."""
+        return _optional_str(self.element, "end_time")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobResponse:
-    """A parsed ``GET /v1/{project_id}/jobs/{job_id}`` response."""
+class JobResponse(NamedTuple):
+    """A parsed ``GET /v1/{project_id}/jobs/{job_id}`` response.
+
+    ``status`` and the sub-jobs' ids and statuses are checked when parsed;
+    the descriptive fields are read from ``body`` when asked for. The response
+    owns ``body``: :func:`parse_response` does not copy it, so a caller that
+    keeps using the decoded document must pass a copy.
+    """
 
     status: str
-    job_type: str | None
-    begin_time: str | None
-    end_time: str | None
-    error_code: str | None
-    fail_reason: str | None
     entities: dict[str, Any]
     sub_jobs: tuple[SubJob, ...]
     sub_jobs_total: int | None
-    code: str | None = None
-    message: str | None = None
+    body: Mapping[str, Any]
+
+    @property
+    def job_type(self) -> str | None:
+        """The job's type (``createServer``...)."""
+        return _optional_str(self.body, "job_type")
+
+    @property
+    def begin_time(self) -> str | None:
+        """When the job began (vendor format)."""
+        return _optional_str(self.body, "begin_time")
+
+    @property
+    def end_time(self) -> str | None:
+        """When the job ended (vendor format)."""
+        return _optional_str(self.body, "end_time")
+
+    @property
+    def error_code(self) -> str | None:
+        """The job's error code, if any."""
+        return _optional_str(self.body, "error_code")
+
+    @property
+    def fail_reason(self) -> str | None:
+        """Why the job failed, if it did."""
+        return _optional_str(self.body, "fail_reason")
+
+    @property
+    def code(self) -> str | None:
+        """A top-level ``code`` reported with the document (a query problem)."""
+        return _optional_str(self.body, "code")
+
+    @property
+    def message(self) -> str | None:
+        """A top-level ``message`` reported with the document."""
+        return _optional_str(self.body, "message")
 
     @property
     def sub_jobs_succeeded(self) -> int:
@@ -63,13 +133,15 @@ class JobResponse:
     @property
     def unexpected_statuses(self) -> frozenset[str]:
         """Statuses outside INIT/RUNNING/SUCCESS/FAIL, passed through but worth a log line."""
+        if self.status in UPSTREAM_STATUSES and all(
+            sub.status in UPSTREAM_STATUSES for sub in self.sub_jobs
+        ):
+            return _NONE
         seen = {self.status, *(sub.status for sub in self.sub_jobs)}
         return frozenset(seen - UPSTREAM_STATUSES)
 
 
-def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    return value if isinstance(value, str) else None
+_NONE: frozenset[str] = frozenset()
 
 
 def _parse_sub_job(item: object) -> SubJob | None:
@@ -78,51 +150,31 @@ def _parse_sub_job(item: object) -> SubJob | None:
     job_id, status = item.get("job_id"), item.get("status")
     if not isinstance(job_id, str) or not job_id or not isinstance(status, str) or not status:
         return None
-    entities = item.get("entities")
-    return SubJob(
-        job_id=job_id,
-        job_type=_optional_str(item, "job_type"),
-        status=status,
-        entities=dict(entities) if isinstance(entities, Mapping) else {},
-        error_code=_optional_str(item, "error_code"),
-        fail_reason=_optional_str(item, "fail_reason"),
-        begin_time=_optional_str(item, "begin_time"),
-        end_time=_optional_str(item, "end_time"),
-    )
+    return SubJob(job_id, status, item)
 
 
 def parse_response(body: object) -> JobResponse:
     """Parse a decoded JSON body; raise :class:`MalformedResponse` if it has no usable status.
 
     Sub-jobs without an id or status are skipped rather than failing the whole
-    poll: the parent's status is still trustworthy.
+    poll: the parent's status is still trustworthy. The result keeps ``body``
+    (see :class:`JobResponse`).
     """
     if not isinstance(body, Mapping):
         raise MalformedResponse("response body is not a JSON object")
     status = body.get("status")
     if not isinstance(status, str) or not status:
         raise MalformedResponse("response has no status")
-    raw_entities = body.get("entities")
-    entities = dict(raw_entities) if isinstance(raw_entities, Mapping) else {}
+    entities = _entities(body)
     raw_subs = entities.get("sub_jobs")
-    parsed = [_parse_sub_job(item) for item in raw_subs] if isinstance(raw_subs, list) else []
-    sub_jobs = tuple(sub for sub in parsed if sub is not None)
+    sub_jobs: tuple[SubJob, ...] = ()
+    if isinstance(raw_subs, list) and raw_subs:
+        parsed = [_parse_sub_job(item) for item in raw_subs]
+        sub_jobs = tuple(sub for sub in parsed if sub is not None)
     total = entities.get("sub_jobs_total")
     if isinstance(total, bool) or not isinstance(total, int):
         total = len(sub_jobs) if sub_jobs else None
-    return JobResponse(
-        status=status,
-        job_type=_optional_str(body, "job_type"),
-        begin_time=_optional_str(body, "begin_time"),
-        end_time=_optional_str(body, "end_time"),
-        error_code=_optional_str(body, "error_code"),
-        fail_reason=_optional_str(body, "fail_reason"),
-        entities=entities,
-        sub_jobs=sub_jobs,
-        sub_jobs_total=total,
-        code=_optional_str(body, "code"),
-        message=_optional_str(body, "message"),
-    )
+    return JobResponse(status, entities, sub_jobs, total, body)
 
 
 _NO_SUB_JOBS: Mapping[str, tuple[str, int]] = MappingProxyType({})  # shared: most jobs
@@ -177,15 +229,20 @@ class Transition:
 
 
 def observe(previous: Snapshot, response: JobResponse) -> tuple[list[Transition], Snapshot]:
-    """Diff ``response`` against ``previous``; return the transitions and the new snapshot."""
+    """Diff ``response`` against ``previous``; return the transitions and the new
+    snapshot (``previous`` itself when nothing changed)."""
     if is_terminal(previous.status):
         return [], previous
     transitions: list[Transition] = []
-    sub_jobs = dict(previous.sub_jobs)
+    sub_jobs = previous.sub_jobs
+    changed: dict[str, tuple[str, int]] | None = None  # copied on the first change
     for sub in response.sub_jobs:
         seen = sub_jobs.get(sub.job_id)
         if seen is not None and (seen[0] == sub.status or is_terminal(seen[0])):
             continue
+        if changed is None:
+            changed = dict(sub_jobs)
+            sub_jobs = changed
         ordinal = 0 if seen is None else seen[1]
         transitions.append(
             Transition(
@@ -197,9 +254,11 @@ def observe(previous: Snapshot, response: JobResponse) -> tuple[list[Transition]
                 sub_job=sub,
             )
         )
-        sub_jobs[sub.job_id] = (sub.status, ordinal + 1)
+        changed[sub.job_id] = (sub.status, ordinal + 1)
     first = previous.transitions == 0
     status_changed = first or response.status != previous.status
+    if not status_changed and changed is None:
+        return transitions, previous
     if status_changed:
         transitions.append(
             Transition(

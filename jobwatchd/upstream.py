@@ -138,34 +138,52 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
         # A job document: its error_code/fail_reason describe the job, not the
         # query. Only top-level code/message report a query problem.
         code, message = _optional(decoded, "code"), _optional(decoded, "message")
+        if code is None and message is None:  # the common case: a plain job document
+            try:
+                return Outcome(kind=OutcomeKind.OBSERVED, response=parse_response(decoded))
+            except MalformedResponse as exc:
+                return _failed(OutcomeKind.TRANSIENT, status, None, None, str(exc))
     else:
         code, message = vendor_error(decoded)
 
-    def error(default: str) -> UpstreamError:
-        return UpstreamError(code=code, message=message or default, http_status=status)
-
     if status == 429 or code in THROTTLE_CODES:
-        return Outcome(
-            kind=OutcomeKind.THROTTLED,
-            error=error("throttled"),
+        return _failed(
+            OutcomeKind.THROTTLED,
+            status,
+            code,
+            message,
+            "throttled",
             retry_after=parse_retry_after(headers.get("Retry-After"), now),
         )
     if status == 200:
         if decoded is None:
-            return Outcome(kind=OutcomeKind.TRANSIENT, error=error("malformed JSON body"))
+            return _failed(OutcomeKind.TRANSIENT, status, code, message, "malformed JSON body")
         try:
             response = parse_response(decoded)
         except MalformedResponse as exc:
-            return Outcome(kind=OutcomeKind.TRANSIENT, error=error(str(exc)))
-        kept = error("") if (code or message) else None
+            return _failed(OutcomeKind.TRANSIENT, status, code, message, str(exc))
+        kept = UpstreamError(code=code, message=message or "", http_status=status)
         return Outcome(kind=OutcomeKind.OBSERVED, response=response, error=kept)
     if status == 404 or (status == 400 and code in NOT_FOUND_CODES):
-        return Outcome(kind=OutcomeKind.NOT_FOUND, error=error("job not found"))
+        return _failed(OutcomeKind.NOT_FOUND, status, code, message, "job not found")
     if status in (401, 403):
-        return Outcome(kind=OutcomeKind.UNAUTHORIZED, error=error("not authorized"))
+        return _failed(OutcomeKind.UNAUTHORIZED, status, code, message, "not authorized")
     if status == 408 or status >= 500 or status < 400:
-        return Outcome(kind=OutcomeKind.TRANSIENT, error=error(f"HTTP {status}"))
-    return Outcome(kind=OutcomeKind.REJECTED, error=error(f"HTTP {status}"))
+        return _failed(OutcomeKind.TRANSIENT, status, code, message, f"HTTP {status}")
+    return _failed(OutcomeKind.REJECTED, status, code, message, f"HTTP {status}")
+
+
+def _failed(
+    kind: OutcomeKind,
+    status: int,
+    code: str | None,
+    message: str | None,
+    default: str,
+    *,
+    retry_after: float | None = None,
+) -> Outcome:
+    error = UpstreamError(code=code, message=message or default, http_status=status)
+    return Outcome(kind=kind, error=error, retry_after=retry_after)
 
 
 class Authenticator(Protocol):
