@@ -169,6 +169,64 @@ async def test_aksk_auth_adds_what_the_sdk_credentials_add(security_token: str |
         assert "x-security-token" in headers["Authorization"]
 
 
+def signed_get(auth: AkSkAuth, url: URL, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers ``auth.apply`` adds for a GET (it never suspends)."""
+    headers = {} if headers is None else headers
+    with pytest.raises(StopIteration):
+        auth.apply("GET", url, headers).send(None)
+    return headers
+
+
+PLAIN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+plain_ids = st.text(alphabet=st.sampled_from(PLAIN), min_size=1, max_size=64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    project=plain_ids,
+    job=plain_ids,
+    token=st.none() | st.text(alphabet=st.sampled_from(PLAIN + "+/="), min_size=1, max_size=40),
+    authority=st.sampled_from(["ecs.ap-southeast-1.myhuaweicloud.com", "127.0.0.1:8788"]),
+    trailing_slash=st.booleans(),
+)
+def test_poll_signing_equals_the_sdk_for_any_job_url(
+    project: str, job: str, token: str | None, authority: str, trailing_slash: bool
+) -> None:
+    # Polls take a shortcut past the general canonicalisation: it must agree.
+    url = URL(f"https://{authority}/v1/{project}/jobs/{job}" + "/" * trailing_slash)
+    credentials = AkSkCredentials(AK, SK, token)
+    auth = AkSkAuth(lambda: credentials, project_id="fallback", now=lambda: NOW)
+    # The project comes from a .../v1/{project}/jobs/{job} path, else the account's.
+    sdk = BasicCredentials(AK, SK, "fallback" if trailing_slash else project)
+    if token is not None:
+        sdk = sdk.with_security_token(token)
+    assert signed_get(auth, url) == sdk_sign("GET", url, {}, b"", sdk)
+
+
+def test_polls_skip_the_general_signer_and_other_requests_use_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    def counting_sign(**kwargs: Any) -> dict[str, str]:
+        calls.append(kwargs["url"].raw_path)
+        return sign(**kwargs)
+
+    monkeypatch.setattr("jobwatchd.auth.sign", counting_sign)
+    auth = AkSkAuth(lambda: AkSkCredentials(AK, SK), project_id=DEFAULT_PROJECT_ID)
+    job_url = URL(f"https://ecs.example.com/v1/{DEFAULT_PROJECT_ID}/jobs/{'c' * 32}")
+    polled = signed_get(auth, job_url)
+    assert calls == []
+    # On the system clock: X-Sdk-Date is this second (or the one before, at a boundary).
+    dated = datetime.strptime(polled["X-Sdk-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - dated).total_seconds()) < 5
+    encoded = URL("https://ecs.example.com/v1/p/jobs/a%2Fb", encoded=True)
+    signed_get(auth, encoded)
+    signed_get(auth, job_url.with_query(limit="1"))
+    signed_get(auth, job_url, {"X-Request-Id": "r1"})
+    assert calls == ["/v1/p/jobs/a%2Fb", job_url.raw_path, job_url.raw_path]
+
+
 def test_signing_is_pure_and_dated_by_the_caller() -> None:
     url = URL("https://ecs.example.com/v1/p/jobs/j")
     first = ours("GET", url, {}, b"")
