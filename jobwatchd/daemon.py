@@ -140,8 +140,7 @@ class Daemon:
         self.store: Store = open_store(config)
         self.fleet: Fleet | None = None
         self.stream_hub = EventHub(self.store)
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.polling.concurrency)
-        self.scheduler = Scheduler(self.queue)
+        self.scheduler = Scheduler()
         self.metrics = Metrics()
         self.clients: dict[str, UpstreamClient] = {}
         self.runners: dict[str, SinkRunner] = {}
@@ -416,7 +415,7 @@ class Daemon:
                     await self._start_runner(runner)
             self._last_seq = await self.store.last_seq()
             await tracker.load_models()
-            self.pollers = PollerPool(self.queue, tracker, self.config.polling.concurrency)
+            self.pollers = PollerPool(self.scheduler, tracker, self.config.polling.concurrency)
             self.pollers.start()
             core.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
             core.append(asyncio.create_task(self._purge_loop(), name="purger"))

@@ -1,4 +1,4 @@
-"""The bounded pool of pollers that drains the scheduler's queue."""
+"""The bounded pool of pollers that polls the jobs the scheduler says are due."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from jobwatchd.logs import get_logger
+from jobwatchd.scheduler import Scheduler
 from jobwatchd.tracker import Tracker
 
 log = get_logger("jobwatchd.poller")
@@ -14,8 +15,8 @@ log = get_logger("jobwatchd.poller")
 class PollerPool:
     """``concurrency`` workers, each polling one job at a time."""
 
-    def __init__(self, queue: asyncio.Queue[str], tracker: Tracker, concurrency: int) -> None:
-        self._queue = queue
+    def __init__(self, scheduler: Scheduler, tracker: Tracker, concurrency: int) -> None:
+        self._scheduler = scheduler
         self._tracker = tracker
         self._concurrency = concurrency
         self._workers: set[asyncio.Task[None]] = set()
@@ -67,7 +68,7 @@ class PollerPool:
         me = asyncio.current_task()
         assert me is not None
         while self._accepting and me not in self._retiring:
-            job_id = await self._queue.get()
+            job_id = await self._scheduler.next_due()
             self._busy.add(me)
             self._idle.clear()
             try:
@@ -79,7 +80,6 @@ class PollerPool:
                 self._busy.discard(me)
                 if not self._busy:
                     self._idle.set()
-                self._queue.task_done()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking jobs, let in-flight polls finish within ``timeout``; True if they did."""

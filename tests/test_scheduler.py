@@ -1,4 +1,5 @@
-"""The scheduler: due order, replacement, removal, rate limits and pauses.
+"""The scheduler: due order, replacement, removal, rate limits, pauses, and the
+hand-over of due jobs to waiting pollers.
 
 The scheduler runs for real; the assertions are about order and counts, never
 about how long something took.
@@ -16,75 +17,146 @@ from tests.conftest import async_wait_until
 
 
 @pytest.fixture
-async def running() -> AsyncIterator[tuple[Scheduler, asyncio.Queue[str]]]:
-    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
-    scheduler = Scheduler(queue)
+async def running() -> AsyncIterator[Scheduler]:
+    scheduler = Scheduler()
     scheduler.configure_account("a", rate_limit=10_000)
     task = asyncio.create_task(scheduler.run())
-    yield scheduler, queue
+    yield scheduler
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
 
 async def settle() -> None:
-    """Give the scheduler loop many turns, to see that it dispatches nothing more."""
+    """Give the scheduler loop many turns, to see that it hands out nothing more."""
     for _ in range(50):
         await asyncio.sleep(0)
 
 
-async def take(queue: asyncio.Queue[str], count: int) -> list[str]:
+async def take(scheduler: Scheduler, count: int) -> list[str]:
     async with asyncio.timeout(10):
-        return [await queue.get() for _ in range(count)]
+        return [await scheduler.next_due() for _ in range(count)]
 
 
-async def test_jobs_come_out_in_due_order(running: tuple[Scheduler, asyncio.Queue[str]]) -> None:
-    scheduler, queue = running
+class Consumer:
+    """A poller stand-in: takes every job it is handed, in the background."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.taken: list[str] = []
+        self._scheduler = scheduler
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.taken.append(await self._scheduler.next_due())
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self._task
+
+
+async def test_jobs_come_out_in_due_order(running: Scheduler) -> None:
     for job_id, delay in [("late", 0.3), ("first", 0.0), ("middle", 0.1)]:
-        scheduler.schedule(job_id, "a", delay)
-    assert await take(queue, 3) == ["first", "middle", "late"]
-    assert len(scheduler) == 0
+        running.schedule(job_id, "a", delay)
+    assert await take(running, 3) == ["first", "middle", "late"]
+    assert len(running) == 0
 
 
-async def test_rescheduling_replaces_and_removal_forgets(
-    running: tuple[Scheduler, asyncio.Queue[str]],
-) -> None:
-    scheduler, queue = running
-    scheduler.schedule("moved", "a", 60.0)
-    scheduler.schedule("gone", "a", 0.05)
-    scheduler.remove("gone")
-    scheduler.schedule("moved", "a", 0.0)  # replaces the 60 s plan
-    scheduler.schedule("marker", "a", 0.2)
-    assert await take(queue, 2) == ["moved", "marker"]
-    assert queue.empty()
-    assert scheduler.due_in("moved") is None
+async def test_a_due_job_is_taken_without_waiting() -> None:
+    scheduler = Scheduler()  # no dispatcher running: only direct takes can succeed
+    scheduler.configure_account("a", rate_limit=10_000)
+    scheduler.schedule("now", "a", 0.0)
+    scheduler.schedule("later", "a", 60.0)
+    assert scheduler.take_due() == "now"
+    assert scheduler.take_due() is None
+    assert scheduler.due_in("now") is None
+    assert scheduler.due_in("later") is not None
+    scheduler.schedule("again", "a", 0.0)
+    async with asyncio.timeout(10):
+        assert await scheduler.next_due() == "again"
+
+
+async def test_rescheduling_replaces_and_removal_forgets(running: Scheduler) -> None:
+    running.schedule("moved", "a", 60.0)
+    running.schedule("gone", "a", 0.05)
+    running.remove("gone")
+    running.schedule("moved", "a", 0.0)  # replaces the 60 s plan
+    running.schedule("marker", "a", 0.2)
+    assert await take(running, 2) == ["moved", "marker"]
+    assert running.take_due() is None
+    assert running.due_in("moved") is None
+    assert len(running) == 0
+
+
+async def test_waiting_pollers_each_get_a_different_job(running: Scheduler) -> None:
+    consumers = [Consumer(running) for _ in range(5)]
+    await settle()
+    for n in range(20):
+        running.schedule(f"j{n}", "a", 0.0)
+    await async_wait_until(lambda: sum(len(c.taken) for c in consumers) >= 20, timeout=10)
+    await settle()
+    taken = [job for c in consumers for job in c.taken]
+    assert sorted(taken) == sorted(f"j{n}" for n in range(20))
+    for consumer in consumers:
+        await consumer.stop()
+
+
+async def test_a_job_handed_to_a_cancelled_poller_stays_scheduled() -> None:
+    scheduler = Scheduler()
+    scheduler.configure_account("a", rate_limit=10_000)
+    poller = asyncio.create_task(scheduler.next_due())
+    await settle()  # the poller waits
+    scheduler.schedule("j", "a", 0.0)
+    # What run() does, then a cancel before the poller runs again: the race
+    # the dispatcher cannot rule out (white-box, to make it deterministic).
+    handed = scheduler.take_due()
+    assert handed == "j"
+    scheduler._idle.popleft().set_result((handed, "a"))
+    poller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poller
+    assert scheduler.due_in("j") is not None
+    assert scheduler.take_due() == "j"
 
 
 async def test_rate_limit_bounds_dispatches() -> None:
-    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
     now = [0.0]
-    scheduler = Scheduler(queue, clock=lambda: now[0])
+    scheduler = Scheduler(clock=lambda: now[0])
     scheduler.configure_account("slow", rate_limit=5)
     for n in range(20):
         scheduler.schedule(f"j{n}", "slow", 0.0)
     task = asyncio.create_task(scheduler.run())
+    consumer = Consumer(scheduler)
     try:
         # With the clock frozen only the burst (= rate) may pass.
-        await async_wait_until(lambda: queue.qsize() >= 5, timeout=5)
+        await async_wait_until(lambda: len(consumer.taken) >= 5, timeout=5)
         await settle()
-        assert queue.qsize() == 5
+        assert len(consumer.taken) == 5
+        assert scheduler.take_due() is None
         now[0] += 1.0  # one second later: five more tokens
         scheduler.schedule("nudge", "slow", 100.0)  # wake the loop
-        await async_wait_until(lambda: queue.qsize() >= 10, timeout=5)
+        await async_wait_until(lambda: len(consumer.taken) >= 10, timeout=5)
         await settle()
-        assert queue.qsize() == 10
+        assert len(consumer.taken) == 10
     finally:
+        await consumer.stop()
         task.cancel()
 
 
+async def test_accounts_take_turns() -> None:
+    scheduler = Scheduler()
+    for account in ("x", "y"):
+        scheduler.configure_account(account, rate_limit=10_000)
+    for n in range(3):
+        scheduler.schedule(f"x{n}", "x", 0.0)
+        scheduler.schedule(f"y{n}", "y", 0.0)
+    taken = [scheduler.take_due() for _ in range(6)]
+    assert taken == ["x0", "y0", "x1", "y1", "x2", "y2"]
+
+
 async def test_pause_holds_one_account_only() -> None:
-    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
-    scheduler = Scheduler(queue)
+    scheduler = Scheduler()
     scheduler.configure_account("throttled", rate_limit=1000)
     scheduler.configure_account("healthy", rate_limit=1000)
     scheduler.pause("throttled", 30.0)
@@ -93,7 +165,7 @@ async def test_pause_holds_one_account_only() -> None:
     scheduler.schedule("h2", "healthy", 0.05)
     task = asyncio.create_task(scheduler.run())
     try:
-        assert await take(queue, 2) == ["h1", "h2"]
+        assert await take(scheduler, 2) == ["h1", "h2"]
         assert scheduler.paused_for("throttled") > 25
         assert scheduler.due_in("t1") is not None, "paused job stays scheduled"
     finally:
