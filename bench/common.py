@@ -224,6 +224,14 @@ class Http:
         """GET ``url`` as JSON."""
         return await self.request("GET", url)
 
+    async def text(self, url: str) -> str:
+        """GET ``url`` as text; raise on >= 400."""
+        async with self.session.get(url) as resp:
+            body = await resp.text()
+            if resp.status >= 400:
+                raise BenchError(f"GET {url} -> {resp.status}: {body[:300]!r}")
+            return body
+
     async def post(self, url: str, body: object = None, *, raw: bytes | None = None) -> Any:
         """POST JSON to ``url``."""
         return await self.request("POST", url, body, raw=raw)
@@ -336,6 +344,16 @@ class Daemon:
         """The ``/readyz`` body."""
         body: dict[str, Any] = await http.get(f"{self.url}/readyz")
         return body
+
+    async def sink_backlog(self, http: Http) -> int:
+        """Events recorded but not yet delivered, summed over the sinks this
+        daemon delivers to (``jobwatchd_sink_backlog_events`` from /metrics)."""
+        metrics = await http.text(f"{self.url}/metrics")
+        return sum(
+            round(float(line.rsplit(" ", 1)[1]))
+            for line in metrics.splitlines()
+            if line.startswith("jobwatchd_sink_backlog_events{")
+        )
 
     async def register(self, http: Http, job_ids: Sequence[str], batch: int = 10_000) -> None:
         """Register ``job_ids`` through the batch API."""

@@ -34,6 +34,7 @@ from typing import Any
 from bench.common import (
     PYTHON,
     BenchError,
+    Daemon,
     Http,
     Proc,
     Procs,
@@ -121,13 +122,16 @@ class Result:
         }
 
 
-async def _prime(http: Http, url: str, proc: Proc, jobs: int, timeout: float) -> None:
-    """Wait until the daemon observed every job once (and a bit more)."""
+async def _prime(http: Http, daemon: Daemon, proc: Proc, jobs: int, timeout: float) -> None:
+    """Wait until the daemon observed every job once (and a bit more) and
+    delivered the events of those first observations."""
+    url = daemon.url
     deadline = time.monotonic() + timeout
     while True:
         proc.check_alive()
         body = await http.get(f"{url}/readyz")
-        if body["active_jobs"] >= jobs and body["polls"] >= 1.2 * jobs:
+        primed = body["active_jobs"] >= jobs and body["polls"] >= 1.2 * jobs
+        if primed and await daemon.sink_backlog(http) == 0:  # and their events delivered
             return
         if time.monotonic() > deadline:
             raise BenchError(f"daemon not primed after {timeout}s: {body['polls']} polls")
@@ -178,7 +182,7 @@ async def run(
             daemon = daemons[name]
             await daemon.wait_ready(http)
             await daemon.register(http, ids)
-            await _prime(http, daemon.url, contenders[name], params.jobs, timeout=300)
+            await _prime(http, daemon, contenders[name], params.jobs, timeout=300)
             contenders[name].suspend()
 
         await asyncio.gather(*(prime(name) for name in daemons))

@@ -8,8 +8,11 @@ fsync off) holds the fleet's store. For each repeat, and for N = 1 and N = 3
 (``store = "postgresql://..."``, ``lease`` as configured, intervals of 1 ms,
 no rate limit, no auth), all the jobs are registered through the first
 instance, and the suite waits until the instances' ``/readyz`` ``active_jobs``
-add up to the job count (the fleet claimed every job) and every job was
-polled about once (the first observations are recorded). After ``warmup``
+add up to the job count (the fleet claimed every job), every job was
+polled about once (the first observations are recorded) and the sink
+delivered every event of those (``jobwatchd_sink_backlog_events`` is 0:
+a window that overlapped that delivery would measure it, not polling,
+which is what an earlier version of this scenario did). After ``warmup``
 seconds, a window of ``window`` seconds is measured: polls = the sum of the
 ``/readyz`` ``polls`` deltas of the instances (cross-checked against the
 simulator's count), CPU from /proc of the daemons, of the simulator and of
@@ -163,18 +166,23 @@ async def _readiness(http: Http, daemons: Sequence[Daemon]) -> list[dict[str, An
 async def _wait_claimed(
     http: Http, daemons: Sequence[Daemon], jobs: int, timeout: float
 ) -> list[dict[str, Any]]:
-    """Wait until the fleet holds every job and polled each about once."""
+    """Wait until the fleet holds every job, polled each about once, and
+    delivered the events of those first observations (a window that overlaps
+    the delivery of that backlog measures delivery, not polling)."""
     deadline = time.monotonic() + timeout
     while True:
         bodies = await _readiness(http, daemons)
         held = sum(int(b["active_jobs"]) for b in bodies)
         polls = sum(int(b["polls"]) for b in bodies)
+        backlog = -1
         if held >= jobs and polls >= 1.2 * jobs:
-            return bodies
+            backlog = sum(await asyncio.gather(*(d.sink_backlog(http) for d in daemons)))
+            if backlog == 0:
+                return bodies
         if time.monotonic() > deadline:
             raise BenchError(
                 f"{len(daemons)} instance(s) hold {held} of {jobs} jobs after {timeout}s "
-                f"({polls} polls)"
+                f"({polls} polls, sink backlog {backlog})"
             )
         await asyncio.sleep(0.2)
 
