@@ -280,6 +280,7 @@ class Daemon:
             sinks=sinks,
             paused_seconds={name: self.scheduler.paused_for(name) for name in self.clients},
             polls_in_flight=self.pollers.in_flight if self.pollers else 0,
+            streams=self.stream_hub.stats(),
         )
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:

@@ -38,6 +38,7 @@ class Snapshot:
     sinks: Iterable[SinkStats]
     paused_seconds: Mapping[str, float]
     polls_in_flight: int
+    streams: Mapping[str, int] | None = None
 
 
 class _StateCollector(Collector):
@@ -95,6 +96,27 @@ class _StateCollector(Collector):
             for attribute, family in families.items():
                 family.add_metric([sink.name], getattr(sink, attribute))
         yield from families.values()
+        if state.streams is not None:
+            yield from _stream_families(state.streams)
+
+
+def _stream_families(stats: Mapping[str, int]) -> Iterable[Metric]:
+    """The event streams' counters (``GET /v1/events``)."""
+    opened = GaugeMetricFamily("jobwatchd_event_streams_open", "Event streams open now.")
+    opened.add_metric([], stats["open"])
+    yield opened
+    for key, name, text in (
+        ("served", "jobwatchd_event_streams", "Event streams opened."),
+        ("events_sent", "jobwatchd_event_stream_events", "Events sent on event streams."),
+        (
+            "closed_slow",
+            "jobwatchd_event_streams_closed_slow",
+            "Event streams closed because the client did not keep up.",
+        ),
+    ):
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], stats[key])
+        yield counter
 
 
 class Metrics:

@@ -59,6 +59,16 @@ class Served:
     async def log(self) -> list[StoredEvent]:
         return await self.daemon.store.events_after(0, 100_000)
 
+    async def metrics(self) -> dict[str, float]:
+        """The unlabelled samples of ``/metrics``."""
+        async with self.session.get(f"{self.url}/metrics") as resp:
+            text = await resp.text()
+        return {
+            name: float(value)
+            for name, _, value in (line.partition(" ") for line in text.splitlines())
+            if name and not name.startswith("#") and "{" not in name
+        }
+
 
 @contextlib.asynccontextmanager
 async def serving(
@@ -288,6 +298,11 @@ async def test_a_stalled_reader_is_cut_off_and_never_stalls_polling(
                 log = await served.log()
                 await fast.until(lambda r: len(r.events) >= len(log), what="the fast reader")
                 assert_matches_log(fast.events, log)
+                metrics = await served.metrics()
+                assert metrics["jobwatchd_event_streams_closed_slow_total"] == 1
+                assert metrics["jobwatchd_event_streams_open"] == 1
+                assert metrics["jobwatchd_event_streams_total"] == 2
+                assert metrics["jobwatchd_event_stream_events_total"] >= len(log)
             # What the stalled client gets when it reads again: a prefix of the log,
             # the reason, and the end of the stream.
             raw = await asyncio.to_thread(_drain, stalled, time.monotonic() + 20)
