@@ -974,9 +974,13 @@ def _s3_oracle(result: s3.Result) -> list[str]:
         f"{fmt(s3.ORACLE_STEP, 1)} s grid: a poll",
         "costs the share of jobs still running at the previous one, and a job is seen",
         "within the bound if it ended no more than the bound before the poll that sees",
-        "it; a common price per covered job (Lagrange multiplier) is bisected until",
-        "95 % are covered, which makes the figure a lower bound. Per type, the calls",
-        "and the share it covers:",
+        "it; one price per covered job (a Lagrange multiplier, shared by the types so",
+        "they share the misses) is bisected until 95 % are covered, and weak duality",
+        "turns the result into a lower bound. It holds for any schedule that learns",
+        "from a poll only whether the job is still running; the simulator's INIT",
+        "phase and sub-job ends, placed at fixed fractions of a job's duration, carry",
+        "more, which jobwatchd does not use. Per type, the calls of the optimal",
+        "schedule and the share of jobs it sees within the bound:",
         "",
         *_table(("schedule", "calls per job", "vs fixed loop", "per type"), rows),
         "",
@@ -990,7 +994,8 @@ def _s3_oracle(result: s3.Result) -> list[str]:
                 "half the fixed loop's calls is within reach of an open-loop schedule."
                 if reachable
                 else "half the fixed loop's calls is **not reachable** by any schedule "
-                "that only knows the job types' durations. It gives up the jobs that end "
+                "that only knows the job types' durations (without its first poll, "
+                f"{fmt(bound.calls_per_job - 1, 2)}). It gives up the jobs that end "
                 "unusually early (every job is still running then, so polls are dearest) "
                 "and covers the slow tail."
             ),

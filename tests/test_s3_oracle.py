@@ -72,6 +72,7 @@ def test_the_bound_is_below_a_feasible_schedule_and_meets_its_cover() -> None:
     cdf = s3.duration_cdf(kind, params, seed=5)
     bound = s3.oracle_bound(9.5, {kind.job_type: cdf}, first=1.0, min_gap=2.0, max_gap=60.0)
     assert bound.covered >= s3.ORACLE_COVER
+    assert bound.calls_per_job <= bound.schedule_calls <= bound.calls_per_job + 0.05
     # A feasible schedule: poll at 1, then every 9.5 s from 9.5 s on (covers all).
     polls = [1.0, *np.arange(9.5, params.max_duration + 9.5, 9.5)]
     survival = 1.0 - cdf
