@@ -48,8 +48,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import orjson
 
 from bench.common import (
@@ -68,11 +69,16 @@ from bench.common import (
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 FIXED: Final = "fixed 10 s loop"
 EXPO: Final = "SDK waiter (2-120 s)"
 JW: Final = "jobwatchd (default, learned)"
 JW_COLD: Final = "jobwatchd cold (no model)"
 STRATEGIES: Final = (FIXED, EXPO, JW, JW_COLD)
+ORACLE_FIXED: Final = "at the fixed loop's p95 lag"
+ORACLE_TARGET: Final = "at target_lag"
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,8 @@ class Result:
     seen: dict[str, dict[str, Tracked]] = field(default_factory=dict)  # strategy -> job -> ...
     warmup_seconds: float = float("nan")
     notes: list[str] = field(default_factory=list)
+    # The fewest calls per job possible at the fixed loop's p95 lag, and at target_lag.
+    oracles: dict[str, Oracle] = field(default_factory=dict)
 
     def lags(self, strategy: str, jobs: Sequence[str]) -> list[float]:
         """Detection lags (simulated seconds) of ``jobs`` that ``strategy`` saw end."""
@@ -217,8 +225,30 @@ class Result:
                 JW: replay_breakdown(self, adaptive=True),
                 JW_COLD: replay_breakdown(self, adaptive=False),
             },
+            "oracles": {
+                name: {
+                    "lag": oracle.lag,
+                    "calls_per_job": oracle.calls_per_job,
+                    "schedule_calls": oracle.schedule_calls,
+                    "covered": oracle.covered,
+                    "price": oracle.price,
+                    "per_type": {
+                        job_type: {"calls": one.calls, "covered": one.covered}
+                        for job_type, one in oracle.per_type.items()
+                    },
+                }
+                for name, oracle in self.oracles.items()
+            },
             "notes": self.notes,
         }
+
+    def compute_oracles(self) -> None:
+        """The oracle bound at the fixed loop's measured p95 lag and at ``target_lag``."""
+        fixed = self.summary().get(FIXED, {}).get("lag_p95", math.nan)
+        lags = {ORACLE_FIXED: fixed, ORACLE_TARGET: DEFAULT_POLLING["target_lag"]}
+        for name, lag in lags.items():
+            if math.isfinite(lag) and lag > 0:
+                self.oracles[name] = workload_oracle(self.params, lag)
 
 
 def _tracker_args(sim: Simulated, mode: str, out: Path, params: Params) -> list[str]:
@@ -301,6 +331,7 @@ async def run(work: Path, http: Http, params: Params, log: Callable[[str], None]
             if code != 0:
                 tail = clients[name].log_tail(5).replace("\n", " / ")
                 result.notes.append(f"{name}: the client exited with {code}: {tail}")
+    result.compute_oracles()
     return result
 
 
@@ -447,24 +478,16 @@ def _learned_models(daemon: Daemon) -> dict[str, dict[str, float]]:
 
 PHASES: Final = (
     "first poll",
-    "INIT (backoff)",
-    "RUNNING, before the likely window",
-    "RUNNING, likely window (every target_lag)",
-    "RUNNING, straggler backoff",
-    "RUNNING, backoff (no model)",
+    "before the window (sleeping until it opens)",
+    "window (every target_lag)",
+    "straggler backoff (past the window)",
+    "backoff (no model)",
     "the poll that sees the end",
 )
 
 
-def replay_breakdown(result: Result, *, adaptive: bool) -> dict[str, float]:
-    """Where the daemon's polls go, per job on average, by replaying its schedule.
-
-    Uses jobwatchd's own pure schedule functions (:mod:`jobwatchd.backoff`,
-    :mod:`jobwatchd.learning`) with the learned models, on each measured job's
-    real timeline. Sub-job transitions (which only reset the backoff) are left
-    out, so the total is checked against the measured calls per job.
-    """
-    params = result.params
+def _policies(params: Params) -> tuple[BackoffPolicy, AdaptivePolicy]:
+    """The daemon's default backoff and learned-schedule policies, scaled like its config."""
     polling = scaled_polling(params)
     backoff = BackoffPolicy(
         min_interval=polling["min_interval"],
@@ -472,7 +495,46 @@ def replay_breakdown(result: Result, *, adaptive: bool) -> dict[str, float]:
         multiplier=polling["multiplier"],
         jitter=polling["jitter"],
     )
-    policy = AdaptivePolicy(target_lag=polling["target_lag"])
+    return backoff, AdaptivePolicy(target_lag=polling["target_lag"])
+
+
+def _next_phase(
+    model: DurationModel,
+    policy: AdaptivePolicy,
+    backoff: BackoffPolicy,
+    elapsed: float,
+    delay: float,
+) -> str:
+    """The phase of the poll that a job ``elapsed`` s old schedules ``delay`` s ahead."""
+    opens, closes = model.window(policy)
+    if elapsed < opens - backoff.jitter * policy.target_lag:
+        # The wake-up that opens the window (jitter may bring it a little early),
+        # unless max_interval cut the sleep short.
+        return (
+            "before the window (sleeping until it opens)"
+            if delay >= backoff.max_interval
+            else "window (every target_lag)"
+        )
+    if elapsed <= closes:
+        return "window (every target_lag)"
+    return "straggler backoff (past the window)"
+
+
+def replay_breakdown(result: Result, *, adaptive: bool) -> dict[str, float]:
+    """Where the daemon's polls go, per job on average, by replaying its schedule.
+
+    Uses jobwatchd's own pure schedule functions (:mod:`jobwatchd.backoff`,
+    :mod:`jobwatchd.learning`) with the learned models, on each measured job's
+    real timeline, the way ``Tracker._delay`` uses them: the first poll tells
+    the job's type and begin time (the vendor reports ``begin_time`` already
+    while the job is INIT), and from then on a type with a ready model follows
+    the learned schedule, INIT or RUNNING. Sub-job transitions (which only
+    reset the backoff) are left out, so the total is checked against the
+    measured calls per job.
+    """
+    params = result.params
+    backoff, policy = _policies(params)
+    initial_delay = scaled_polling(params)["initial_delay"]
     models = {name: DurationModel.from_json(data) for name, data in result.models.items()}
     rng = random.Random(1)
     counts: dict[str, int] = dict.fromkeys(PHASES, 0)
@@ -483,42 +545,181 @@ def replay_breakdown(result: Result, *, adaptive: bool) -> dict[str, float]:
             continue
         created, running, ended = timeline
         model = models.get(result.job_types.get(job_id, "")) if adaptive else None
+        learned = model if model is not None and model.ready else None
         jobs += 1
-        t = created + polling["initial_delay"]
-        status, attempt, first = "PENDING", 0, True
+        t = created + initial_delay
+        status, attempt, phase = "PENDING", 0, "first poll"
         for _ in range(100_000):
             if t >= ended:
                 counts["the poll that sees the end"] += 1
                 break
-            now_status = "INIT" if t < running else "RUNNING"
-            elapsed = t - created
-            ready = model is not None and model.ready
-            if first:
-                phase = "first poll"
-            elif now_status == "INIT":
-                phase = "INIT (backoff)"
-            elif not ready:
-                phase = "RUNNING, backoff (no model)"
-            else:
-                assert model is not None
-                if elapsed < model.quantile(policy.early_mass):
-                    phase = "RUNNING, before the likely window"
-                elif elapsed <= model.quantile(1 - policy.late_mass):
-                    phase = "RUNNING, likely window (every target_lag)"
-                else:
-                    phase = "RUNNING, straggler backoff"
             counts[phase] += 1
-            first = False
+            now_status = "INIT" if t < running else "RUNNING"
             if now_status != status:
                 attempt, status = 0, now_status
+            elapsed = t - created
             rand = rng.random()
-            if status == "RUNNING" and model is not None and model.ready:
-                delay = adaptive_delay(model, elapsed, policy, backoff, attempt=attempt, rand=rand)
-            else:
+            if learned is None:
                 delay = backoff.interval(attempt, rand)
+                phase = "backoff (no model)"
+            else:
+                delay = adaptive_delay(
+                    learned, elapsed, policy, backoff, attempt=attempt, rand=rand
+                )
+                phase = _next_phase(learned, policy, backoff, elapsed, delay)
             attempt += 1
             t += delay
     return {phase: count / jobs for phase, count in counts.items()} if jobs else {}
+
+
+# -- the oracle: the fewest calls any schedule could make ------------------------------
+
+ORACLE_STEP: Final = 0.5  # simulated seconds between candidate poll times
+ORACLE_SAMPLES: Final = 50_000  # durations drawn per job type for its distribution
+ORACLE_COVER: Final = 0.95  # a p95 lag bound: this share of jobs seen within it
+
+
+@dataclass(frozen=True)
+class OracleSchedule:
+    """One job type's optimal poll times for a Lagrange multiplier."""
+
+    calls: float  # expected calls per job
+    covered: float  # share of jobs seen within the lag bound
+    polls: tuple[float, ...]  # poll times, seconds since the job began
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The lower bound on calls per job for a p95 lag bound (see :func:`oracle_bound`)."""
+
+    lag: float
+    calls_per_job: float  # the bound
+    schedule_calls: float  # the calls of the schedules found (at most a hair above)
+    covered: float
+    price: float
+    per_type: dict[str, OracleSchedule]
+
+
+def duration_cdf(kind: JobKind, params: Params, seed: int) -> NDArray[np.float64]:
+    """``F[i]`` = share of ``kind``'s jobs (drawn as the suite draws them) ended by
+    ``i * ORACLE_STEP`` simulated seconds; the last point is past the cap."""
+    rng = random.Random(seed)
+    drawn = np.sort(
+        np.array([draw_duration(kind, rng, params.max_duration) for _ in range(ORACLE_SAMPLES)])
+    )
+    grid = np.arange(0.0, params.max_duration + 2 * ORACLE_STEP, ORACLE_STEP)
+    return np.searchsorted(drawn, grid, side="right") / len(drawn)
+
+
+def oracle_schedule(
+    cdf: NDArray[np.float64],
+    *,
+    lag: float,
+    price: float,
+    first: float,
+    min_gap: float,
+    max_gap: float,
+    step: float = ORACLE_STEP,
+) -> OracleSchedule:
+    """The open-loop schedule minimising ``calls - price * covered`` for one job type.
+
+    A job ending in ``(s[k-1], s[k]]`` is seen at poll ``s[k]``, within ``lag``
+    if it ended at ``s[k] - lag`` or later; poll ``s[k]`` is made only for a job
+    still running at ``s[k-1]``, so it costs ``P(D > s[k-1])`` calls per job.
+    The first poll is at ``first`` (it tells the job's type); the gaps after it
+    are within ``[min_gap, max_gap]``. Exact dynamic programming over the grid
+    of candidate times ``i * step``; ``cdf`` as from :func:`duration_cdf`.
+    """
+    size = len(cdf)
+    survival = 1.0 - cdf
+    shortest, longest = round(min_gap / step), round(max_gap / step)
+    within = round(lag / step)
+    value = np.zeros(size)
+    following = np.full(size, -1)
+    for i in range(size - 1, -1, -1):
+        if survival[i] <= 0.0:
+            continue
+        after = np.arange(i + max(1, shortest), min(size, i + longest + 1))
+        if len(after) == 0:
+            continue
+        covered = cdf[after] - cdf[np.maximum(i, after - within)]
+        options = survival[i] - price * covered + value[after]
+        best = int(np.argmin(options))
+        value[i], following[i] = options[best], after[best]
+    i = round(first / step)
+    calls, covered_total, polls = 1.0, float(cdf[i]), [i * step]
+    while following[i] >= 0:
+        j = int(following[i])
+        calls += float(survival[i])
+        covered_total += float(cdf[j] - cdf[max(i, j - within)])
+        polls.append(j * step)
+        i = j
+    return OracleSchedule(calls=calls, covered=covered_total, polls=tuple(polls))
+
+
+def oracle_bound(
+    lag: float,
+    cdfs: dict[str, NDArray[np.float64]],
+    *,
+    first: float,
+    min_gap: float,
+    max_gap: float,
+    cover: float = ORACLE_COVER,
+) -> Oracle:
+    """Fewest calls per job of any schedule that sees ``cover`` of the jobs within ``lag``.
+
+    The schedule may differ per job type and knows each type's true duration
+    distribution (``cdfs``, types equally likely as in the workload), but not
+    the individual job's duration. The share ``cover`` is of all jobs pooled,
+    as the p95 lag is, so the types share the misses: a common price (Lagrange
+    multiplier) per covered job is bisected until the pooled cover is reached.
+    Each type's schedule minimises ``calls - price * covered``, so any schedule
+    covering ``cover`` makes at least ``calls - price * (covered - cover)`` of
+    the schedules found (weak duality): that is the bound, a hair below their
+    calls, as they cover a hair more than ``cover``.
+    """
+    low, high = 1e-3, 1e5
+    found: dict[str, OracleSchedule] | None = None
+    for _ in range(40):
+        price = math.sqrt(low * high)
+        schedules = {
+            name: oracle_schedule(
+                cdf, lag=lag, price=price, first=first, min_gap=min_gap, max_gap=max_gap
+            )
+            for name, cdf in cdfs.items()
+        }
+        if sum(s.covered for s in schedules.values()) / len(schedules) >= cover:
+            high, found = price, schedules
+        else:
+            low = price
+    if found is None:
+        raise BenchError(f"no schedule sees {cover:.0%} of jobs within {lag:g} s")
+    calls = sum(s.calls for s in found.values()) / len(found)
+    covered = sum(s.covered for s in found.values()) / len(found)
+    return Oracle(
+        lag=lag,
+        calls_per_job=calls - high * (covered - cover),
+        schedule_calls=calls,
+        covered=covered,
+        price=high,
+        per_type=found,
+    )
+
+
+def workload_oracle(params: Params, lag: float) -> Oracle:
+    """:func:`oracle_bound` for this workload, with the daemon's default gaps and first poll."""
+    polling = DEFAULT_POLLING
+    cdfs = {
+        kind.job_type: duration_cdf(kind, params, params.seed + index)
+        for index, kind in enumerate(JOB_MIX)
+    }
+    return oracle_bound(
+        lag,
+        cdfs,
+        first=polling["initial_delay"],
+        min_gap=polling["min_interval"],
+        max_gap=polling["max_interval"],
+    )
 
 
 def _parse_time(text: str) -> float:
