@@ -40,7 +40,7 @@ from jobwatchd import __version__
 from jobwatchd.config import Secret, SinkConfig, SinkFilter
 from jobwatchd.deadletters import DeadLetterStore
 from jobwatchd.delivery import SinkRunner
-from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob
+from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, iso_time
 from jobwatchd.sinks import SinkContext
 from jobwatchd.sinks.webhook import BATCH_CONTENT_TYPE, CONTENT_TYPE, WebhookSink
 from jobwatchd.store.sqlite import SQLiteStore
@@ -198,7 +198,8 @@ def threaded_receiver() -> Iterator[Receiver]:
 # -- in-process: a runner over a real store -------------------------------------------
 
 
-def make_event(job: str, n: int, *, kind: str = JOB_TRANSITION) -> dict[str, Any]:
+def make_event(job: str, n: int, *, kind: str = JOB_TRANSITION, age: float = 0.0) -> dict[str, Any]:
+    """A CloudEvent of job ``job``, observed ``age`` seconds ago."""
     subject = job if kind == JOB_TRANSITION else f"{job}-sub"
     return {
         "specversion": "1.0",
@@ -206,14 +207,17 @@ def make_event(job: str, n: int, *, kind: str = JOB_TRANSITION) -> dict[str, Any
         "source": "/jobwatchd/default",
         "type": kind,
         "subject": subject,
-        "time": "2026-11-28T23:52:29.618Z",
+        "time": iso_time(time.time() - age),
         "datacontenttype": "application/json",
         "data": {"job_id": subject, "n": n, "to": "RUNNING", "terminal": False, "labels": {}},
     }
 
 
-async def record(store: SQLiteStore, jobs: Sequence[str], per_job: int) -> list[str]:
-    """``per_job`` events for each job, interleaved in the log; their ids in log order."""
+async def record(
+    store: SQLiteStore, jobs: Sequence[str], per_job: int, *, age: float = 0.0
+) -> list[str]:
+    """``per_job`` events for each job, interleaved in the log, observed ``age``
+    seconds ago; their ids in log order."""
     registered = await store.register(
         [NewJob(job_id=job, project_id="p", account="a", labels={}) for job in jobs], now=1.0
     )
@@ -221,7 +225,8 @@ async def record(store: SQLiteStore, jobs: Sequence[str], per_job: int) -> list[
     ids = []
     for n in range(per_job):
         for job in jobs:
-            event = make_event(job, n, kind=SUBJOB_TRANSITION if n % 3 == 1 else JOB_TRANSITION)
+            kind = SUBJOB_TRANSITION if n % 3 == 1 else JOB_TRANSITION
+            event = make_event(job, n, kind=kind, age=age)
             payload = NewEvent(
                 event_id=event["id"], job_id=job, type=event["type"], payload=orjson.dumps(event)
             )
@@ -441,6 +446,30 @@ async def test_retries_stop_at_max_retry_age_and_nothing_secret_is_logged(
     written = orjson.dumps(logs) + (tmp_path / "dead-letters" / "hook.jsonl").read_bytes()
     for secret in (SECRET, SECRET.removeprefix("whsec_"), "url-token-s3cr3t", "query-s3cr3t"):
         assert secret.encode() not in written
+
+
+async def test_max_retry_age_counts_from_the_transition_not_from_the_first_attempt(
+    tmp_path: Path, receiver: Receiver, store: SQLiteStore, start_sink: Callable[..., Any]
+) -> None:
+    # An event observed an hour ago (say, before a restart during an outage)
+    # gets no fresh 60 s of retries: its first failure dead-letters it.
+    receiver.answer = always(503)
+    (old,) = await record(store, ["job1"], 1, age=3600.0)
+    running = await start_sink(receiver.url, max_retry_age=60.0)
+    await async_wait_until(lambda: running.runner.position == 1, timeout=10)
+    assert running.sink.dead_lettered == 1
+    assert len(receiver.snapshot()) == 1
+    (entry,) = DeadLetterStore(tmp_path).read("hook")
+    assert entry.event_id == old and "after the transition" in entry.reason
+    # A fresh event under the same sink is retried (not dead-lettered at once).
+    (fresh,) = await record(store, ["job2"], 1)
+    running.runner.notify()
+    await async_wait_until(lambda: len(receiver.snapshot()) >= 3, timeout=10)
+    assert running.sink.dead_lettered == 1
+    receiver.answer = always(204)
+    await async_wait_until(lambda: running.runner.position == 2, timeout=20)
+    assert running.sink.dead_lettered == 1
+    assert fresh in {request.webhook_id for request in receiver.snapshot()}
 
 
 async def test_jobs_deliver_concurrently_each_in_order(

@@ -10,7 +10,9 @@
   space-separated, so a receiver can rotate).
 - 2xx acknowledges. Connection errors, timeouts, 408, 429 and 5xx are retried
   with exponential backoff and full jitter, or after ``Retry-After`` (which
-  holds every request of the sink), for up to ``max_retry_age``; any other
+  holds every request of the sink), until an event is ``max_retry_age`` old
+  (counted from its CloudEvent ``time``, when the transition was observed, so
+  a restart during an outage does not start the count again); any other
   answer, or running out of time, moves the events to the sink's dead-letter
   file (:mod:`jobwatchd.deadletters`), which counts as handled.
 
@@ -30,6 +32,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final, cast
 
@@ -188,7 +191,9 @@ class WebhookSink:
         return outcome.reason
 
     async def _deliver_group(self, group: Sequence[Delivery]) -> None:
-        started, started_wall = time.monotonic(), time.time()
+        started_wall = time.time()
+        observed = [at for item in group if (at := _observed_at(item)) is not None]
+        born = min([*observed, started_wall])
         attempt = 0
         while True:
             outcome = await self._attempt(group)
@@ -205,10 +210,10 @@ class WebhookSink:
             else:
                 ceiling = min(self.retry_cap, RETRY_BASE * 2.0 ** min(attempt - 1, 32))
                 delay = self._rng.uniform(0.0, ceiling)
-            age = time.monotonic() - started
+            age = time.time() - born
             if age + delay > self.max_retry_age:
                 reason = (
-                    f"gave up after {attempt} attempts in {age:.1f}s"
+                    f"gave up after {attempt} attempts, {age:.1f}s after the transition"
                     f" (max_retry_age {self.max_retry_age:g}s): {outcome.reason}"
                 )
                 await self._dead_letter(group, outcome, reason, attempt, started_wall)
@@ -345,3 +350,14 @@ class WebhookSink:
                 reason=reason,
                 file=str(path),
             )
+
+
+def _observed_at(item: Delivery) -> float | None:
+    """Unix time of the event's CloudEvent ``time`` (None when absent or invalid)."""
+    value = item.cloud_event.get("time")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
