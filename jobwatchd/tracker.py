@@ -43,7 +43,7 @@ from jobwatchd.models import (
 )
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.statemachine import JobResponse, Snapshot, Transition, conclude, observe
-from jobwatchd.store import Registration, StaleWriteError, Store
+from jobwatchd.store import ActiveRecord, Registration, StaleWriteError, Store
 from jobwatchd.upstream import Outcome, OutcomeKind, UpstreamClient, UpstreamError
 
 REJECTIONS_BEFORE_ERROR = 3
@@ -168,27 +168,30 @@ class Tracker:
         it; the API serves meanwhile. Returns the count."""
         self._restoring = True
         spread = max(self.settings.initial_delay, self.settings.backoff.min_interval)
-        after: str | None = None
+        rand = self._rng.random
+        active = self.active
+        deleted = self._deleted_while_restoring
+        cursor: str | None = None
         try:
             while True:
-                page = await self.store.active_jobs_page(after, RESTORE_PAGE)
-                for record in page:
-                    if (
-                        record.job_id in self.active
-                        or record.job_id in self._deleted_while_restoring
-                    ):
+                page = await self.store.active_jobs_page(cursor, RESTORE_PAGE)
+                for record in page.jobs:
+                    job_id = record.job_id
+                    if job_id in active or job_id in deleted:
                         continue
-                    self._activate(record, delay=self._rng.random() * spread)
+                    self._activate(record, delay=rand() * spread)
                     self.restored += 1
-                if len(page) < RESTORE_PAGE:
+                if page.cursor is None:
                     return self.restored
-                after = page[-1].job_id
+                cursor = page.cursor
         finally:
             self._restoring = False
             self._deleted_while_restoring.clear()
 
-    def _activate(self, record: JobRecord, *, delay: float) -> None:
+    def _activate(self, record: JobRecord | ActiveRecord, *, delay: float) -> None:
         snapshot = Snapshot.from_json(record.snapshot) if record.snapshot else _FRESH
+        job_type = record.job_type
+        begin_time = record.begin_time
         self.active[record.job_id] = ActiveJob(
             job_id=record.job_id,
             project_id=sys.intern(record.project_id),
@@ -199,8 +202,8 @@ class Tracker:
             snapshot=snapshot,
             polls=record.polls,
             last_error=record.last_error,
-            job_type=record.job_type and sys.intern(record.job_type),
-            began_at=parse_time(record.begin_time),
+            job_type=job_type and sys.intern(job_type),
+            began_at=parse_time(begin_time) if begin_time else None,
         )
         self.scheduler.schedule(record.job_id, record.account, delay)
 
