@@ -170,12 +170,15 @@ class Api:
     def _parse_job(self, item: object, prefix: str) -> NewJob:
         if not isinstance(item, dict):
             raise ValidationError(prefix.rstrip(".") or "body", "must be a JSON object")
-        unknown = sorted(set(item) - _REGISTRATION_KEYS)
-        if unknown:
+        if not _REGISTRATION_KEYS.issuperset(item):
+            unknown = sorted(set(item) - _REGISTRATION_KEYS)
             raise ValidationError(f"{prefix}{unknown[0]}", "unknown field")
         if "job_id" not in item:
             raise ValidationError(f"{prefix}job_id", "is required")
         job_id = validate_id(item["job_id"], f"{prefix}job_id")
+        if len(item) == 1:  # the common case: a bare id, everything else defaults
+            default = self.config.default_account
+            return NewJob(job_id=job_id, project_id=default.project_id, account=default.name)
         project_id = None
         if item.get("project_id") is not None:
             project_id = validate_id(item["project_id"], f"{prefix}project_id")
