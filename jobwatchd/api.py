@@ -16,7 +16,7 @@ from jobwatchd.logs import get_logger
 from jobwatchd.models import NewJob
 from jobwatchd.openapi import build_document
 from jobwatchd.store import ConflictError
-from jobwatchd.tracker import Tracker
+from jobwatchd.tracker import Tracker, gc_paused
 from jobwatchd.validation import (
     ValidationError,
     parse_label_selector,
@@ -125,6 +125,10 @@ class Api:
         if not self.accepting:
             return problem(503, "Shutting down", "the daemon is draining; retry on another")
         raw = await request.read()
+        with gc_paused():  # a batch builds several objects per job
+            return await self._register(raw)
+
+    async def _register(self, raw: bytes) -> web.Response:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

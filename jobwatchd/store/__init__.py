@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -96,9 +96,10 @@ def job_doc(job: JobRecord) -> str:
     return orjson.dumps(doc).decode() if doc else EMPTY_DOC
 
 
-@dataclass(slots=True, kw_only=True)
-class ActiveRecord:
-    """What polling needs of an active job (the restore reads only this)."""
+class ActiveRecord(NamedTuple):
+    """What polling needs of an active job (the restore reads only this).
+
+    A tuple, so that a store can build a million of them cheaply."""
 
     job_id: str
     project_id: str
@@ -111,7 +112,7 @@ class ActiveRecord:
     last_error: dict[str, Any] | None = None
     job_type: str | None = None
     begin_time: str | None = None
-    snapshot: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: JobRecord) -> ActiveRecord:
@@ -128,7 +129,7 @@ class ActiveRecord:
             last_error=job.last_error,
             job_type=job.job_type,
             begin_time=job.begin_time,
-            snapshot=job.snapshot,
+            snapshot=job.snapshot or None,
         )
 
 
