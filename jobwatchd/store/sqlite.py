@@ -125,20 +125,38 @@ _INSERT_BATCH = """
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ?1, 0, ?2, ?2, 0
     FROM json_each(?3) WHERE true
     ON CONFLICT (job_id) DO NOTHING
-    RETURNING job_id
 """
-_FRESH = (None, 0, None, None, None, None)  # ActiveRecord's defaults after registered_at
-# The document without what polling does not need (NULL for a new job's {}).
+# A page of active jobs as one JSON array of ActiveRecord-shaped arrays, built
+# by SQLite in one step with the GIL released (the tracker activates the
+# previous page meanwhile) instead of row by row. A new job's document ({})
+# is not parsed; otherwise only the fields polling needs are taken from it.
+# REAL columns go through printf('%!.17g') so no digit is lost on the way.
 _ACTIVE_PAGE = """
-    SELECT job_id, project_id, account, status, version, registered_at,
-           CASE doc WHEN '{}' THEN NULL
-           ELSE json_remove(doc, '$.entities', '$.history', '$.end_time', '$.error_code',
-                            '$.fail_reason') END,
-           updated_at, id
-    FROM jobs INDEXED BY jobs_active
-    WHERE terminal = 0 AND (updated_at, id) > (?, ?)
+    SELECT count(*), json_group_array(
+        CASE doc WHEN '{}' THEN json_array(
+            job_id, project_id, account, status, version,
+            json(printf('%!.17g', registered_at)), NULL, 0, NULL, NULL, NULL, NULL)
+        ELSE json_array(
+            job_id, project_id, account, status, version,
+            json(printf('%!.17g', registered_at)),
+            doc->'timeout', ifnull(doc->>'polls', 0), doc->'last_error',
+            doc->>'job_type', doc->>'begin_time',
+            CASE WHEN doc->>'snapshot' = '{}' THEN NULL ELSE doc->'snapshot' END)
+        END)
+    FROM (
+        SELECT job_id, project_id, account, status, version, registered_at, doc
+        FROM jobs INDEXED BY jobs_active
+        WHERE terminal = 0 AND (updated_at, id) > (?1, ?2)
+        ORDER BY updated_at, id
+        LIMIT ?3
+    )
+"""
+# Where the next page starts: the page's last row (an index-only scan).
+_ACTIVE_PAGE_END = """
+    SELECT updated_at, id FROM jobs INDEXED BY jobs_active
+    WHERE terminal = 0 AND (updated_at, id) > (?1, ?2)
     ORDER BY updated_at, id
-    LIMIT ?
+    LIMIT 1 OFFSET ?3 - 1
 """
 
 
@@ -208,8 +226,9 @@ class SQLiteStore:
         """Track ``jobs`` in one transaction; roll back all on a conflict.
 
         One INSERT ... SELECT over a JSON array stores the whole batch (the
-        GIL is released while SQLite works); only the jobs it did not insert
-        (known already, or repeated in the batch) are read back.
+        GIL is released while SQLite works). Only when it did not insert every
+        job (some known already, or repeated in the batch) are the batch's
+        rows read back, to tell the new ones (higher ids) from the known.
         """
         rows = orjson.dumps(
             [
@@ -228,22 +247,32 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
             with _transaction(conn):
-                inserted = {row[0] for row in conn.execute(_INSERT_BATCH, (PENDING, now, rows))}
+                # Rows are appended: the ones this batch inserts have higher ids.
+                (last_id,) = conn.execute("SELECT ifnull(max(id), 0) FROM jobs").fetchone()
+                inserted = conn.execute(_INSERT_BATCH, (PENDING, now, rows)).rowcount
                 existing: dict[str, JobRecord] = {}
-                if len(inserted) < len(jobs):
+                new_ids: set[str] = set()
+                if inserted < len(jobs):  # some known already, or repeated in the batch
                     ids = list({job.job_id for job in jobs})
                     for start in range(0, len(ids), _IN_CHUNK):
                         chunk = ids[start : start + _IN_CHUNK]
                         marks = ",".join("?" * len(chunk))
                         found = conn.execute(
-                            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})", chunk
+                            f"SELECT id, {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})",
+                            chunk,
                         )
-                        existing.update((row["job_id"], job_from_row(row)) for row in found)
+                        for row in found:
+                            if row["id"] > last_id:
+                                new_ids.add(row["job_id"])
+                            else:
+                                existing[row["job_id"]] = job_from_row(row)
                 results: list[Registration] = []
                 for new in jobs:
                     job_id = new.job_id
-                    if job_id in inserted:
-                        inserted.discard(job_id)  # a repeat later in the batch is not new
+                    known = existing.get(job_id)
+                    if known is None:
+                        if inserted < len(jobs) and job_id not in new_ids:
+                            raise AssertionError(f"job {job_id} was neither stored nor known")
                         job = JobRecord(
                             job_id=job_id,
                             project_id=new.project_id,
@@ -253,10 +282,9 @@ class SQLiteStore:
                             registered_at=now,
                             updated_at=now,
                         )
-                        existing[job_id] = job
+                        existing[job_id] = job  # a repeat later in the batch is not new
                         results.append(Registration(job, created=True))
                         continue
-                    known = existing[job_id]
                     if known.project_id != new.project_id:
                         raise ConflictError(job_id, known.project_id)
                     results.append(Registration(known, created=False))
@@ -317,43 +345,21 @@ class SQLiteStore:
     async def active_jobs_page(self, cursor: str | None, limit: int) -> ActivePage:
         """Non-terminal jobs in (updated_at, id) order, read off the jobs_active
         index; only the fields polling needs are read (SQLite extracts them
-        from the document). The cursor is the last row's ``updated_at:id``."""
+        from the document and renders the page as one JSON array). The cursor
+        is the last row's ``updated_at:id``."""
         after_time, after_id = -math.inf, 0
         if cursor is not None:
             time_text, _, id_text = cursor.partition(":")
             after_time, after_id = float(time_text), int(id_text)
 
         def work(conn: sqlite3.Connection) -> ActivePage:
-            jobs: list[ActiveRecord] = []
-            append, make = jobs.append, ActiveRecord._make
-            rows = conn.execute(_ACTIVE_PAGE, (after_time, after_id, limit)).fetchall()
-            for job_id, project_id, account, status, version, registered_at, state, _, _ in rows:
-                if state is None:  # never polled: every polling field has its default
-                    append(
-                        make((job_id, project_id, account, status, version, registered_at, *_FRESH))
-                    )
-                    continue
-                fields = orjson.loads(state)
-                append(
-                    ActiveRecord(
-                        job_id,
-                        project_id,
-                        account,
-                        status,
-                        version,
-                        registered_at,
-                        fields.get("timeout"),
-                        fields.get("polls", 0),
-                        fields.get("last_error"),
-                        fields.get("job_type"),
-                        fields.get("begin_time"),
-                        fields.get("snapshot") or None,
-                    )
-                )
-            if len(rows) < limit:
+            args = (after_time, after_id, limit)
+            count, page = conn.execute(_ACTIVE_PAGE, args).fetchone()
+            jobs = list(map(ActiveRecord._make, orjson.loads(page)))
+            if count < limit:
                 return ActivePage(jobs, None)
-            last = rows[-1]
-            return ActivePage(jobs, f"{last[7]!r}:{last[8]}")
+            updated_at, row_id = conn.execute(_ACTIVE_PAGE_END, args).fetchone()
+            return ActivePage(jobs, f"{updated_at!r}:{row_id}")
 
         return await self._run(work)
 
