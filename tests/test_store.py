@@ -388,6 +388,25 @@ async def test_a_repeat_within_one_batch_is_registered_once(store: Store) -> Non
     assert await store.get_job("b") is None
 
 
+async def test_a_batch_mixing_new_known_and_repeated_jobs(store: Store) -> None:
+    await store.register([new_job("a", labels={"old": "1"})], now=1.0)
+    batch = [new_job("x", labels={"k": "v"}), new_job("a"), new_job("x"), new_job("y")]
+    results = await store.register(batch, now=2.0)
+    assert [(r.job.job_id, r.created) for r in results] == [
+        ("x", True),
+        ("a", False),
+        ("x", False),
+        ("y", True),
+    ]
+    assert results[1].job.labels == {"old": "1"} and results[1].job.registered_at == 1.0
+    assert results[0].job == results[2].job
+    for job_id, labels in (("x", {"k": "v"}), ("y", {})):
+        stored = await store.get_job(job_id)
+        assert stored is not None
+        assert (stored.labels, stored.registered_at, stored.version) == (labels, 2.0, 0)
+    assert len(await store.list_jobs()) == 3
+
+
 async def test_duration_models_round_trip(store: Store) -> None:
     assert await store.load_duration_models() == {}
     await store.save_duration_models({"createServer": {"count": 3.0, "mean": 4.5, "m2": 0.2}})
