@@ -198,9 +198,6 @@ class Tracker:
     async def _restore(self) -> int:
         self._restoring = True
         spread = max(self.settings.initial_delay, self.settings.backoff.min_interval)
-        rand = self._rng.random
-        active = self.active
-        deleted = self._deleted_while_restoring
         store = self.store
         # The next page is read (on the store's side) while this one is activated.
         fetching = asyncio.ensure_future(store.active_jobs_page(None, RESTORE_PAGE))
@@ -212,12 +209,7 @@ class Tracker:
                         store.active_jobs_page(page.cursor, RESTORE_PAGE)
                     )
                     await asyncio.sleep(0)  # let it start before the loop below holds the thread
-                for record in page.jobs:
-                    job_id = record.job_id
-                    if job_id in active or job_id in deleted:
-                        continue
-                    self._activate(record, delay=rand() * spread)
-                    self.restored += 1
+                self.restored += self._activate_page(page.jobs, spread)
                 if page.cursor is None:
                     return self.restored
         finally:
@@ -227,6 +219,49 @@ class Tracker:
                 fetching.exception()  # an error of a page never awaited is not logged twice
             self._restoring = False
             self._deleted_while_restoring.clear()
+
+    def _activate_page(self, records: Sequence[ActiveRecord], spread: float) -> int:
+        """:meth:`_activate` each record not held yet (nor deleted meanwhile),
+        polled within ``spread`` seconds; the restore's hot loop, so it unpacks
+        the tuples itself. Returns how many it activated."""
+        active, deleted = self.active, self._deleted_while_restoring
+        rand, schedule, intern = self._rng.random, self.scheduler.schedule, sys.intern
+        default_timeout = self.settings.timeout
+        count = 0
+        for record in records:
+            (
+                job_id,
+                project_id,
+                account,
+                status,
+                version,
+                registered_at,
+                timeout,
+                polls,
+                last_error,
+                job_type,
+                begin_time,
+                snapshot,
+            ) = record
+            if job_id in active or job_id in deleted:
+                continue
+            account = intern(account)
+            active[job_id] = ActiveJob(
+                job_id=job_id,
+                project_id=intern(project_id),
+                account=account,
+                status=intern(status),
+                version=version,
+                deadline=registered_at + (timeout or default_timeout),
+                snapshot=Snapshot.from_json(snapshot) if snapshot else _FRESH,
+                polls=polls,
+                last_error=last_error,
+                job_type=job_type and intern(job_type),
+                began_at=parse_time(begin_time) if begin_time else None,
+            )
+            schedule(job_id, account, rand() * spread)
+            count += 1
+        return count
 
     def _activate(self, record: JobRecord | ActiveRecord, *, delay: float) -> None:
         job_id = record.job_id
