@@ -193,7 +193,12 @@ class Tracker:
         """Reload every active job from the store, page by page, and schedule
         it; the API serves meanwhile. Returns the count."""
         with gc_paused():
-            return await self._restore()
+            count = await self._restore()
+            # What the restore built lives as long as its jobs: keep it out of
+            # every later collection, starting with the one that would walk
+            # it all (everything allocated during the pause) once resumed.
+            gc.freeze()
+        return count
 
     async def _restore(self) -> int:
         self._restoring = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await opened.open()
     yield opened
     await opened.close()
+
+
+@pytest.fixture(autouse=True)
+def unfreeze() -> Iterator[None]:
+    """The restore freezes what it built (gc.freeze); undo it after each test."""
+    yield
+    gc.unfreeze()
 
 
 def make_tracker(store: Store) -> Tracker:
@@ -137,7 +144,11 @@ def test_gc_pauses_nest_and_restore_the_collector_state() -> None:
         gc.enable()
 
 
-async def test_restore_leaves_the_collector_on(store: Store) -> None:
+async def test_restore_leaves_the_collector_on_and_its_jobs_out_of_it(store: Store) -> None:
     await store.register([job("a")], now=1.0)
-    assert await make_tracker(store).restore() == 1
+    tracker = make_tracker(store)
+    assert await tracker.restore() == 1
     assert gc.isenabled()
+    restored = tracker.active["a"]
+    assert gc.is_tracked(restored) and gc.get_freeze_count() > 0
+    assert not any(obj is restored for obj in gc.get_objects())  # frozen: no generation
