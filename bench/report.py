@@ -739,10 +739,9 @@ def _s2(result: s2.Result) -> list[str]:
                 f"Restoring gets slower as the table grows: {fmt(fast, 0)} jobs/s at "
                 f"{small.jobs:,} jobs,",
                 f"{fmt(slow, 0)} jobs/s at {biggest.jobs:,}. The restore reads pages of 5,000",
-                "(`active_jobs_page`, jobwatchd/store/sqlite.py), and SQLite plans that query",
-                "on the `jobs_active` index and sorts every active job for each page: a",
-                "page costs time in proportion to the active jobs, the whole restore their",
-                "square.",
+                "(`active_jobs_page`, jobwatchd/store/sqlite.py) in (updated_at, id) order",
+                "off the `jobs_active` index, so a page should cost the same at any size:",
+                "profile the restore (`Tracker.restore`) to see what grows.",
                 "",
             ]
         profile = result.registration_profile

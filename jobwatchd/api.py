@@ -16,7 +16,7 @@ from jobwatchd.logs import get_logger
 from jobwatchd.models import NewJob
 from jobwatchd.openapi import build_document
 from jobwatchd.store import ConflictError
-from jobwatchd.tracker import Tracker
+from jobwatchd.tracker import Tracker, gc_paused
 from jobwatchd.validation import (
     ValidationError,
     parse_label_selector,
@@ -125,6 +125,10 @@ class Api:
         if not self.accepting:
             return problem(503, "Shutting down", "the daemon is draining; retry on another")
         raw = await request.read()
+        with gc_paused():  # a batch builds several objects per job
+            return await self._register(raw)
+
+    async def _register(self, raw: bytes) -> web.Response:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -170,12 +174,15 @@ class Api:
     def _parse_job(self, item: object, prefix: str) -> NewJob:
         if not isinstance(item, dict):
             raise ValidationError(prefix.rstrip(".") or "body", "must be a JSON object")
-        unknown = sorted(set(item) - _REGISTRATION_KEYS)
-        if unknown:
+        if not _REGISTRATION_KEYS.issuperset(item):
+            unknown = sorted(set(item) - _REGISTRATION_KEYS)
             raise ValidationError(f"{prefix}{unknown[0]}", "unknown field")
         if "job_id" not in item:
             raise ValidationError(f"{prefix}job_id", "is required")
         job_id = validate_id(item["job_id"], f"{prefix}job_id")
+        if len(item) == 1:  # the common case: a bare id, everything else defaults
+            default = self.config.default_account
+            return NewJob(job_id=job_id, project_id=default.project_id, account=default.name)
         project_id = None
         if item.get("project_id") is not None:
             project_id = validate_id(item["project_id"], f"{prefix}project_id")

@@ -33,8 +33,14 @@ def is_terminal(status: str) -> bool:
 def iso_time(timestamp: float) -> str:
     """Render a unix timestamp as ISO 8601 UTC with milliseconds, like the vendor API."""
     # Like datetime.fromtimestamp: round to the microsecond, then truncate.
-    seconds, micros = divmod(round(timestamp * 1_000_000), 1_000_000)
-    return f"{_iso_second(seconds)}.{micros // 1000:03d}Z"
+    return _iso_millis(round(timestamp * 1_000_000) // 1000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_millis(millis: int) -> str:
+    # A batch's job views share their timestamps to the millisecond.
+    seconds, millis = divmod(millis, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -51,7 +57,7 @@ class NewJob:
     job_id: str
     project_id: str
     account: str
-    labels: Mapping[str, str]
+    labels: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None
 
 

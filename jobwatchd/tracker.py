@@ -14,11 +14,13 @@ changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gc
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,7 @@ from jobwatchd.models import (
 )
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.statemachine import JobResponse, Snapshot, Transition, conclude, observe
-from jobwatchd.store import Registration, StaleWriteError, Store
+from jobwatchd.store import ActiveRecord, Registration, StaleWriteError, Store
 from jobwatchd.upstream import Outcome, OutcomeKind, UpstreamClient, UpstreamError
 
 REJECTIONS_BEFORE_ERROR = 3
@@ -52,6 +54,30 @@ _FRESH = Snapshot()  # shared by every job not observed yet (snapshots are immut
 RESTORE_PAGE = 5000
 
 log = get_logger("jobwatchd.tracker")
+
+
+class _GcPauses:
+    depth = 0
+    resume = False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many long-lived objects are
+    built (a batch registration, the restore). Each full collection it would
+    run meanwhile walks every live object (a million active jobs) and finds
+    nothing; reference counting still frees everything else. Pauses nest: the
+    collector resumes, if it was enabled, when the outermost one ends."""
+    if _GcPauses.depth == 0:
+        _GcPauses.resume = gc.isenabled()
+        gc.disable()
+    _GcPauses.depth += 1
+    try:
+        yield
+    finally:
+        _GcPauses.depth -= 1
+        if _GcPauses.depth == 0 and _GcPauses.resume:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,43 +192,102 @@ class Tracker:
     async def restore(self) -> int:
         """Reload every active job from the store, page by page, and schedule
         it; the API serves meanwhile. Returns the count."""
+        with gc_paused():
+            count = await self._restore()
+            # What the restore built lives as long as its jobs: keep it out of
+            # every later collection, starting with the one that would walk
+            # it all (everything allocated during the pause) once resumed.
+            gc.freeze()
+        return count
+
+    async def _restore(self) -> int:
         self._restoring = True
         spread = max(self.settings.initial_delay, self.settings.backoff.min_interval)
-        after: str | None = None
+        store = self.store
+        # The next page is read (on the store's side) while this one is activated.
+        fetching = asyncio.ensure_future(store.active_jobs_page(None, RESTORE_PAGE))
         try:
             while True:
-                page = await self.store.active_jobs_page(after, RESTORE_PAGE)
-                for record in page:
-                    if (
-                        record.job_id in self.active
-                        or record.job_id in self._deleted_while_restoring
-                    ):
-                        continue
-                    self._activate(record, delay=self._rng.random() * spread)
-                    self.restored += 1
-                if len(page) < RESTORE_PAGE:
+                page = await fetching
+                if page.cursor is not None:
+                    fetching = asyncio.ensure_future(
+                        store.active_jobs_page(page.cursor, RESTORE_PAGE)
+                    )
+                    await asyncio.sleep(0)  # let it start before the loop below holds the thread
+                self.restored += self._activate_page(page.jobs, spread)
+                if page.cursor is None:
                     return self.restored
-                after = page[-1].job_id
         finally:
+            if not fetching.done():
+                fetching.cancel()
+            elif not fetching.cancelled():
+                fetching.exception()  # an error of a page never awaited is not logged twice
             self._restoring = False
             self._deleted_while_restoring.clear()
 
-    def _activate(self, record: JobRecord, *, delay: float) -> None:
-        snapshot = Snapshot.from_json(record.snapshot) if record.snapshot else _FRESH
-        self.active[record.job_id] = ActiveJob(
-            job_id=record.job_id,
+    def _activate_page(self, records: Sequence[ActiveRecord], spread: float) -> int:
+        """:meth:`_activate` each record not held yet (nor deleted meanwhile),
+        polled within ``spread`` seconds; the restore's hot loop, so it unpacks
+        the tuples itself. Returns how many it activated."""
+        active, deleted = self.active, self._deleted_while_restoring
+        rand, schedule, intern = self._rng.random, self.scheduler.schedule, sys.intern
+        default_timeout = self.settings.timeout
+        count = 0
+        for record in records:
+            (
+                job_id,
+                project_id,
+                account,
+                status,
+                version,
+                registered_at,
+                timeout,
+                polls,
+                last_error,
+                job_type,
+                begin_time,
+                snapshot,
+            ) = record
+            if job_id in active or job_id in deleted:
+                continue
+            account = intern(account)
+            active[job_id] = ActiveJob(
+                job_id=job_id,
+                project_id=intern(project_id),
+                account=account,
+                status=intern(status),
+                version=version,
+                deadline=registered_at + (timeout or default_timeout),
+                snapshot=Snapshot.from_json(snapshot) if snapshot else _FRESH,
+                polls=polls,
+                last_error=last_error,
+                job_type=job_type and intern(job_type),
+                began_at=parse_time(begin_time) if begin_time else None,
+            )
+            schedule(job_id, account, rand() * spread)
+            count += 1
+        return count
+
+    def _activate(self, record: JobRecord | ActiveRecord, *, delay: float) -> None:
+        job_id = record.job_id
+        account = sys.intern(record.account)
+        snapshot = record.snapshot
+        job_type = record.job_type
+        begin_time = record.begin_time
+        self.active[job_id] = ActiveJob(
+            job_id=job_id,
             project_id=sys.intern(record.project_id),
-            account=sys.intern(record.account),
+            account=account,
             status=sys.intern(record.status),
             version=record.version,
             deadline=record.registered_at + (record.timeout or self.settings.timeout),
-            snapshot=snapshot,
+            snapshot=Snapshot.from_json(snapshot) if snapshot else _FRESH,
             polls=record.polls,
             last_error=record.last_error,
-            job_type=record.job_type and sys.intern(record.job_type),
-            began_at=parse_time(record.begin_time),
+            job_type=job_type and sys.intern(job_type),
+            began_at=parse_time(begin_time) if begin_time else None,
         )
-        self.scheduler.schedule(record.job_id, record.account, delay)
+        self.scheduler.schedule(job_id, account, delay)
 
     # -- registration and queries -------------------------------------------------
 

@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 import pytest
 
-from jobwatchd.models import FAIL, RUNNING, NewEvent, NewJob, StoredEvent
-from jobwatchd.store import ConflictError, StaleWriteError, Store, redact_dsn
+from jobwatchd.models import FAIL, RUNNING, JobRecord, NewEvent, NewJob, StoredEvent
+from jobwatchd.store import (
+    DOC_FIELDS,
+    ActiveRecord,
+    ConflictError,
+    StaleWriteError,
+    Store,
+    job_doc,
+    job_from_row,
+    redact_dsn,
+)
 from jobwatchd.store.postgresql import MIGRATIONS as PG_MIGRATIONS
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import MIGRATIONS, SQLiteStore
@@ -118,11 +128,11 @@ async def test_active_jobs_and_delete(store: Store) -> None:
     done = results[1].job
     done.status = FAIL
     await store.record(done, [])
-    assert [j.job_id for j in await store.active_jobs_page(None, 10)] == ["a"]
+    assert [j.job_id for j in (await store.active_jobs_page(None, 10)).jobs] == ["a"]
     assert await store.count_by_status() == {"PENDING": 1, "FAIL": 1}
     assert await store.delete_job("a") is True
     assert await store.delete_job("a") is False
-    assert await store.active_jobs_page(None, 10) == []
+    assert (await store.active_jobs_page(None, 10)).jobs == []
 
 
 async def test_purge_keeps_undelivered_events(store: Store) -> None:
@@ -153,6 +163,89 @@ async def test_sqlite_schema_is_versioned_and_reopens(tmp_path: Path) -> None:
     await reopened.close()
 
 
+def _old_doc(job: JobRecord) -> str:
+    """``doc`` as schema versions up to 3 wrote it: every field, defaults too."""
+    return orjson.dumps({key: getattr(job, key) for key in DOC_FIELDS}).decode()
+
+
+async def test_sqlite_migrates_a_version_3_database_keeping_every_job(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    fresh = JobRecord(
+        job_id="fresh", project_id="p1", account="default", registered_at=1.0, updated_at=1.0
+    )
+    running = JobRecord(
+        job_id="running",
+        project_id="p2",
+        account="other",
+        status=RUNNING,
+        job_type="resizeServer",
+        begin_time="2016-04-25T20:04:47.591Z",
+        entities={"sub_jobs": []},
+        labels={"team": "red"},
+        timeout=30.0,
+        registered_at=2.0,
+        updated_at=3.0,
+        polls=5,
+        last_error={"code": "E", "message": "m", "http_status": None, "at": "t"},
+        history=[{"from": "PENDING", "to": "RUNNING", "at": "t"}],
+        snapshot={"status": RUNNING},
+        version=2,
+    )
+    failed = JobRecord(job_id="failed", project_id="p1", account="default", status=FAIL, version=1)
+    with sqlite3.connect(path) as db:
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
+            db.executescript(f"{script}; PRAGMA user_version = {number};")
+        db.executemany(
+            "INSERT INTO jobs (job_id, project_id, account, status, terminal, registered_at,"
+            " updated_at, version, labels, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    job.job_id,
+                    job.project_id,
+                    job.account,
+                    job.status,
+                    int(job.terminal),
+                    job.registered_at,
+                    job.updated_at,
+                    job.version,
+                    orjson.dumps(job.labels).decode(),
+                    _old_doc(job),
+                )
+                for job in (fresh, running, failed)
+            ],
+        )
+    db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) > 3
+        for job in (fresh, running, failed):
+            assert await store.get_job(job.job_id) == job
+        assert [j.job_id for j in await store.list_jobs()] == ["failed", "fresh", "running"]
+        assert [j.job_id for j in await store.list_jobs(labels={"team": "red"})] == ["running"]
+        assert [j.job_id for j in await store.list_jobs(status=FAIL)] == ["failed"]
+        active = {j.job_id: j for j in await all_active(store, 1)}
+        assert active == {"fresh": ActiveRecord.of(fresh), "running": ActiveRecord.of(running)}
+        (again,) = await store.register([new_job("running", project="p2")], now=9.0)
+        assert not again.created and again.job == running
+        with pytest.raises(ConflictError):
+            await store.register([new_job("new"), new_job("fresh", project="p3")], now=9.0)
+        assert await store.get_job("new") is None
+        running.status = FAIL
+        await store.record(running, [])
+        assert [j.job_id for j in await all_active(store, 10)] == ["fresh"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        indexes = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    db.close()
+    assert {"jobs_by_id", "jobs_by_status", "jobs_active"} <= indexes
+    assert "jobs_active_by_id" not in indexes
+
+
 async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     with sqlite3.connect(path) as db:
@@ -162,12 +255,129 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
         await store.open()
 
 
+async def all_active(store: Store, limit: int) -> list[ActiveRecord]:
+    """Every active job, paging ``limit`` at a time to the end."""
+    jobs: list[ActiveRecord] = []
+    cursor: str | None = None
+    for _ in range(1000):
+        page = await store.active_jobs_page(cursor, limit)
+        assert len(page.jobs) <= limit
+        jobs.extend(page.jobs)
+        if page.cursor is None:
+            return jobs
+        cursor = page.cursor
+    raise AssertionError("the pages never ended")
+
+
 async def test_active_jobs_come_in_pages(store: Store) -> None:
+    # Batches share their registration time: pages must split ties exactly.
     await store.register([new_job(f"j{n}") for n in range(5)], now=1.0)
-    first = await store.active_jobs_page(None, 2)
-    second = await store.active_jobs_page(first[-1].job_id, 2)
-    third = await store.active_jobs_page(second[-1].job_id, 2)
-    assert [j.job_id for j in first + second + third] == ["j0", "j1", "j2", "j3", "j4"]
+    await store.register([new_job(f"k{n}") for n in range(4)], now=2.0)
+    for limit in (1, 2, 3, 9, 10):
+        ids = [j.job_id for j in await all_active(store, limit)]
+        assert sorted(ids) == [f"j{n}" for n in range(5)] + [f"k{n}" for n in range(4)]
+
+
+async def test_active_jobs_carry_what_polling_needs(store: Store) -> None:
+    new = [
+        NewJob(job_id="t", project_id="p9", account="other", labels={"a": "b"}, timeout=90.5),
+        new_job("plain"),
+        new_job("done"),
+        new_job("seen"),
+    ]
+    results = {r.job.job_id: r.job for r in await store.register(new, now=5.0)}
+    done = results["done"]
+    done.status = FAIL
+    await store.record(done, [])
+    seen = results["seen"]
+    seen.status = RUNNING
+    seen.updated_at = 7.0
+    seen.job_type = "resizeServer"
+    seen.begin_time = "2016-04-25T20:04:47.591Z"
+    seen.polls = 4
+    seen.last_error = {"code": "E", "message": "m", "http_status": 503, "at": "x"}
+    seen.entities = {"sub_jobs": [{"job_id": "s1"}]}
+    seen.history = [{"from": "PENDING", "to": "RUNNING", "at": "x"}]
+    seen.snapshot = {"status": RUNNING, "subs": {"s1": "INIT"}}
+    await store.record(seen, [])
+    by_id = {j.job_id: j for j in await all_active(store, 2)}
+    assert set(by_id) == {"t", "plain", "seen"}
+    assert by_id["t"] == ActiveRecord(
+        job_id="t",
+        project_id="p9",
+        account="other",
+        status="PENDING",
+        version=0,
+        registered_at=5.0,
+        timeout=90.5,
+    )
+    assert by_id["plain"] == ActiveRecord(
+        job_id="plain", project_id="p1", account="default", status="PENDING", version=0,
+        registered_at=5.0,
+    )  # fmt: skip
+    assert by_id["seen"] == ActiveRecord(
+        job_id="seen",
+        project_id="p1",
+        account="default",
+        status=RUNNING,
+        version=1,
+        registered_at=5.0,
+        polls=4,
+        last_error={"code": "E", "message": "m", "http_status": 503, "at": "x"},
+        job_type="resizeServer",
+        begin_time="2016-04-25T20:04:47.591Z",
+        snapshot={"status": RUNNING, "subs": {"s1": "INIT"}},
+    )
+
+
+async def test_registration_round_trips_every_field(store: Store) -> None:
+    new = NewJob(job_id="t", project_id="p9", account="other", labels={"k": "v"}, timeout=60.0)
+    (registration,) = await store.register([new], now=3.0)
+    stored = await store.get_job("t")
+    assert stored == registration.job
+    assert stored == JobRecord(
+        job_id="t",
+        project_id="p9",
+        account="other",
+        labels={"k": "v"},
+        timeout=60.0,
+        registered_at=3.0,
+        updated_at=3.0,
+    )
+
+
+def test_job_doc_keeps_only_what_differs_from_the_defaults() -> None:
+    fresh = JobRecord(job_id="a", project_id="p", account="x")
+    assert job_doc(fresh) == "{}"
+    full = JobRecord(
+        job_id="a",
+        project_id="p",
+        account="x",
+        job_type="t",
+        begin_time="b",
+        end_time="e",
+        error_code="c",
+        fail_reason="f",
+        entities={"e": 1},
+        timeout=5.0,
+        polls=3,
+        last_error={"code": "x"},
+        history=[{"from": "A", "to": "B", "at": "t"}],
+        snapshot={"s": 1},
+    )
+    for record in (fresh, full):
+        row = {
+            "job_id": "a",
+            "project_id": "p",
+            "account": "x",
+            "status": record.status,
+            "registered_at": 0.0,
+            "updated_at": 0.0,
+            "version": 0,
+            "labels": "{}",
+            "doc": job_doc(record),
+        }
+        assert job_from_row(row) == record
 
 
 async def test_a_repeat_within_one_batch_is_registered_once(store: Store) -> None:
@@ -176,6 +386,25 @@ async def test_a_repeat_within_one_batch_is_registered_once(store: Store) -> Non
     with pytest.raises(ConflictError):
         await store.register([new_job("b", project="p1"), new_job("b", project="p2")], now=1.0)
     assert await store.get_job("b") is None
+
+
+async def test_a_batch_mixing_new_known_and_repeated_jobs(store: Store) -> None:
+    await store.register([new_job("a", labels={"old": "1"})], now=1.0)
+    batch = [new_job("x", labels={"k": "v"}), new_job("a"), new_job("x"), new_job("y")]
+    results = await store.register(batch, now=2.0)
+    assert [(r.job.job_id, r.created) for r in results] == [
+        ("x", True),
+        ("a", False),
+        ("x", False),
+        ("y", True),
+    ]
+    assert results[1].job.labels == {"old": "1"} and results[1].job.registered_at == 1.0
+    assert results[0].job == results[2].job
+    for job_id, labels in (("x", {"k": "v"}), ("y", {})):
+        stored = await store.get_job(job_id)
+        assert stored is not None
+        assert (stored.labels, stored.registered_at, stored.version) == (labels, 2.0, 0)
+    assert len(await store.list_jobs()) == 3
 
 
 async def test_duration_models_round_trip(store: Store) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -78,9 +78,67 @@ def job_from_row(row: Row) -> JobRecord:
     )
 
 
+# A field left out of ``doc`` reads back as its JobRecord default, so the
+# document keeps only the fields that differ: a new job's is ``{}``.
+_DOC_DEFAULTS: dict[str, Any] = {
+    key: getattr(JobRecord(job_id="", project_id="", account=""), key) for key in DOC_FIELDS
+}
+EMPTY_DOC = "{}"
+
+
 def job_doc(job: JobRecord) -> str:
-    """The ``doc`` document of a job (JSON text)."""
-    return orjson.dumps({key: getattr(job, key) for key in DOC_FIELDS}).decode()
+    """The ``doc`` document of a job (JSON text), without default-valued fields."""
+    doc = {}
+    for key, default in _DOC_DEFAULTS.items():
+        value = getattr(job, key)
+        if value != default:
+            doc[key] = value
+    return orjson.dumps(doc).decode() if doc else EMPTY_DOC
+
+
+class ActiveRecord(NamedTuple):
+    """What polling needs of an active job (the restore reads only this).
+
+    A tuple, so that a store can build a million of them cheaply."""
+
+    job_id: str
+    project_id: str
+    account: str
+    status: str
+    version: int
+    registered_at: float
+    timeout: float | None = None
+    polls: int = 0
+    last_error: dict[str, Any] | None = None
+    job_type: str | None = None
+    begin_time: str | None = None
+    snapshot: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, job: JobRecord) -> ActiveRecord:
+        """The polling part of a whole record."""
+        return cls(
+            job_id=job.job_id,
+            project_id=job.project_id,
+            account=job.account,
+            status=job.status,
+            version=job.version,
+            registered_at=job.registered_at,
+            timeout=job.timeout,
+            polls=job.polls,
+            last_error=job.last_error,
+            job_type=job.job_type,
+            begin_time=job.begin_time,
+            snapshot=job.snapshot or None,
+        )
+
+
+@dataclass(slots=True)
+class ActivePage:
+    """One page of active jobs and the cursor to the next (None after the last)."""
+
+    jobs: list[ActiveRecord]
+    cursor: str | None
 
 
 class ConflictError(Exception):
@@ -141,9 +199,12 @@ class Store(Protocol):
         """Stop tracking; False when the job was unknown."""
         ...
 
-    async def active_jobs_page(self, after: str | None, limit: int) -> list[JobRecord]:
-        """Up to ``limit`` non-terminal jobs with ids after ``after``, by id: the
-        schedule is rebuilt from these pages on start."""
+    async def active_jobs_page(self, cursor: str | None, limit: int) -> ActivePage:
+        """Up to ``limit`` non-terminal jobs after ``cursor`` (None: from the
+        start), in an order of the store's choosing, with the cursor of the
+        next page: the schedule is rebuilt from these pages on start. Paging
+        to the end yields every job that was active throughout; a job written
+        meanwhile may come again or not at all (the caller already holds it)."""
         ...
 
     async def load_duration_models(self) -> dict[str, dict[str, float]]:

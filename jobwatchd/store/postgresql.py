@@ -43,6 +43,8 @@ from jobwatchd.config import read_secret
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent, is_terminal
 from jobwatchd.store import (
+    ActivePage,
+    ActiveRecord,
     ConflictError,
     Registration,
     StaleWriteError,
@@ -309,10 +311,12 @@ class PostgresStore:
         status: str = await self.pool.execute(QUERIES["delete_job"], job_id)
         return status != "DELETE 0"
 
-    async def active_jobs_page(self, after: str | None, limit: int) -> list[JobRecord]:
-        """Non-terminal jobs by id, a page at a time (leased or not)."""
-        rows = await self.pool.fetch(QUERIES["active_jobs_page"], after or "", limit)
-        return [job_from_row(row) for row in rows]
+    async def active_jobs_page(self, cursor: str | None, limit: int) -> ActivePage:
+        """Non-terminal jobs by id, a page at a time (leased or not); the
+        cursor is the last job id."""
+        rows = await self.pool.fetch(QUERIES["active_jobs_page"], cursor or "", limit)
+        jobs = [ActiveRecord.of(job_from_row(row)) for row in rows]
+        return ActivePage(jobs, jobs[-1].job_id if len(jobs) == limit else None)
 
     async def count_by_status(self) -> dict[str, int]:
         """Jobs per status."""

@@ -9,6 +9,7 @@ can drop the last few commits.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,24 @@ from typing import Any, TypeVar
 
 import orjson
 
-from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent, is_terminal
-from jobwatchd.store import ConflictError, Registration, StaleWriteError, job_doc, job_from_row
+from jobwatchd.models import (
+    PENDING,
+    JobRecord,
+    NewEvent,
+    NewJob,
+    StoredEvent,
+    is_terminal,
+)
+from jobwatchd.store import (
+    EMPTY_DOC,
+    ActivePage,
+    ActiveRecord,
+    ConflictError,
+    Registration,
+    StaleWriteError,
+    job_doc,
+    job_from_row,
+)
 
 T = TypeVar("T")
 
@@ -64,13 +81,83 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX jobs_active_by_id ON jobs (terminal, job_id);
     """,
+    # Registration at scale: rows are appended in rowid order instead of
+    # inserted at random places of a tree keyed by job id, and only one index
+    # (the id) takes random inserts. The restore pages through jobs_active.
+    """
+    CREATE TABLE jobs_v4 (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        account TEXT NOT NULL,
+        status TEXT NOT NULL,
+        terminal INTEGER NOT NULL,
+        registered_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    INSERT INTO jobs_v4 (job_id, project_id, account, status, terminal, registered_at,
+                         updated_at, version, labels, doc)
+    SELECT job_id, project_id, account, status, terminal, registered_at, updated_at,
+           version, labels, doc
+    FROM jobs ORDER BY registered_at, job_id;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v4 RENAME TO jobs;
+    CREATE UNIQUE INDEX jobs_by_id ON jobs (job_id);
+    CREATE INDEX jobs_by_status ON jobs (status);
+    CREATE INDEX jobs_active ON jobs (terminal, updated_at);
+    """,
 )
 
 # Fields kept in the ``doc`` JSON column; the rest have columns of their own.
+_WAL_CHECKPOINT_PAGES = 20_000
 _IN_CHUNK = 500  # ids per IN (...) query, well under the parameter limit
 _JOB_COLUMNS = (
     "job_id, project_id, account, status, registered_at, updated_at, version, labels, doc"
 )
+
+
+_INSERT_BATCH = """
+    INSERT INTO jobs (job_id, project_id, account, labels, doc,
+                      status, terminal, registered_at, updated_at, version)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ?1, 0, ?2, ?2, 0
+    FROM json_each(?3) WHERE true
+    ON CONFLICT (job_id) DO NOTHING
+"""
+# A page of active jobs as one JSON array of ActiveRecord-shaped arrays, built
+# by SQLite in one step with the GIL released (the tracker activates the
+# previous page meanwhile) instead of row by row. A new job's document ({})
+# is not parsed; otherwise only the fields polling needs are taken from it.
+# REAL columns go through printf('%!.17g') so no digit is lost on the way.
+_ACTIVE_PAGE = """
+    SELECT count(*), json_group_array(
+        CASE doc WHEN '{}' THEN json_array(
+            job_id, project_id, account, status, version,
+            json(printf('%!.17g', registered_at)), NULL, 0, NULL, NULL, NULL, NULL)
+        ELSE json_array(
+            job_id, project_id, account, status, version,
+            json(printf('%!.17g', registered_at)),
+            doc->'timeout', ifnull(doc->>'polls', 0), doc->'last_error',
+            doc->>'job_type', doc->>'begin_time',
+            CASE WHEN doc->>'snapshot' = '{}' THEN NULL ELSE doc->'snapshot' END)
+        END)
+    FROM (
+        SELECT job_id, project_id, account, status, version, registered_at, doc
+        FROM jobs INDEXED BY jobs_active
+        WHERE terminal = 0 AND (updated_at, id) > (?1, ?2)
+        ORDER BY updated_at, id
+        LIMIT ?3
+    )
+"""
+# Where the next page starts: the page's last row (an index-only scan).
+_ACTIVE_PAGE_END = """
+    SELECT updated_at, id FROM jobs INDEXED BY jobs_active
+    WHERE terminal = 0 AND (updated_at, id) > (?1, ?2)
+    ORDER BY updated_at, id
+    LIMIT 1 OFFSET ?3 - 1
+"""
 
 
 def _event_from_row(row: sqlite3.Row) -> StoredEvent:
@@ -107,6 +194,10 @@ class SQLiteStore:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoint every ~80 MiB of WAL instead of every 4 MiB: a batch
+            # of random job ids dirties thousands of id-index pages, and pages
+            # dirtied again by the next batches are then copied back once.
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             conn.execute("PRAGMA busy_timeout=5000")
             _migrate(conn)
             return conn
@@ -132,57 +223,71 @@ class SQLiteStore:
         return await self._run(_current_version)
 
     async def register(self, jobs: Sequence[NewJob], now: float) -> list[Registration]:
-        """Track ``jobs`` in one transaction; roll back all on a conflict."""
+        """Track ``jobs`` in one transaction; roll back all on a conflict.
+
+        One INSERT ... SELECT over a JSON array stores the whole batch (the
+        GIL is released while SQLite works). Only when it did not insert every
+        job (some known already, or repeated in the batch) are the batch's
+        rows read back, to tell the new ones (higher ids) from the known.
+        """
+        rows = orjson.dumps(
+            [
+                (
+                    job.job_id,
+                    job.project_id,
+                    job.account,
+                    orjson.dumps(dict(job.labels)).decode() if job.labels else "{}",
+                    EMPTY_DOC
+                    if job.timeout is None
+                    else orjson.dumps({"timeout": job.timeout}).decode(),
+                )
+                for job in jobs
+            ]
+        )
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
             with _transaction(conn):
+                # Rows are appended: the ones this batch inserts have higher ids.
+                (last_id,) = conn.execute("SELECT ifnull(max(id), 0) FROM jobs").fetchone()
+                inserted = conn.execute(_INSERT_BATCH, (PENDING, now, rows)).rowcount
                 existing: dict[str, JobRecord] = {}
-                ids = list({job.job_id for job in jobs})
-                for start in range(0, len(ids), _IN_CHUNK):
-                    chunk = ids[start : start + _IN_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = conn.execute(
-                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})", chunk
-                    )
-                    existing.update((row["job_id"], job_from_row(row)) for row in rows)
-                results: list[Registration] = []
-                inserts: list[tuple[Any, ...]] = []
-                for new in jobs:
-                    known = existing.get(new.job_id)
-                    if known is not None:
-                        if known.project_id != new.project_id:
-                            raise ConflictError(new.job_id, known.project_id)
-                        results.append(Registration(known, created=False))
-                        continue
-                    job = JobRecord(
-                        job_id=new.job_id,
-                        project_id=new.project_id,
-                        account=new.account,
-                        labels=dict(new.labels),
-                        timeout=new.timeout,
-                        registered_at=now,
-                        updated_at=now,
-                    )
-                    existing[job.job_id] = job  # a repeat in the same batch is not new
-                    inserts.append(
-                        (
-                            job.job_id,
-                            job.project_id,
-                            job.account,
-                            job.status,
-                            job.registered_at,
-                            job.updated_at,
-                            job.version,
-                            orjson.dumps(job.labels).decode(),
-                            job_doc(job),
+                new_ids: set[str] = set()
+                if inserted < len(jobs):  # some known already, or repeated in the batch
+                    ids = list({job.job_id for job in jobs})
+                    for start in range(0, len(ids), _IN_CHUNK):
+                        chunk = ids[start : start + _IN_CHUNK]
+                        marks = ",".join("?" * len(chunk))
+                        found = conn.execute(
+                            f"SELECT id, {_JOB_COLUMNS} FROM jobs WHERE job_id IN ({marks})",
+                            chunk,
                         )
-                    )
-                    results.append(Registration(job, created=True))
-                conn.executemany(
-                    f"INSERT INTO jobs ({_JOB_COLUMNS}, terminal)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                    inserts,
-                )
+                        for row in found:
+                            if row["id"] > last_id:
+                                new_ids.add(row["job_id"])
+                            else:
+                                existing[row["job_id"]] = job_from_row(row)
+                results: list[Registration] = []
+                for new in jobs:
+                    job_id = new.job_id
+                    known = existing.get(job_id)
+                    if known is None:
+                        if inserted < len(jobs) and job_id not in new_ids:
+                            raise AssertionError(f"job {job_id} was neither stored nor known")
+                        job = JobRecord(
+                            job_id=job_id,
+                            project_id=new.project_id,
+                            account=new.account,
+                            labels=dict(new.labels),
+                            timeout=new.timeout,
+                            registered_at=now,
+                            updated_at=now,
+                        )
+                        existing[job_id] = job  # a repeat later in the batch is not new
+                        results.append(Registration(job, created=True))
+                        continue
+                    if known.project_id != new.project_id:
+                        raise ConflictError(job_id, known.project_id)
+                    results.append(Registration(known, created=False))
             return results
 
         return await self._run(work)
@@ -237,16 +342,24 @@ class SQLiteStore:
 
         return await self._run(work)
 
-    async def active_jobs_page(self, after: str | None, limit: int) -> list[JobRecord]:
-        """Non-terminal jobs by id, a page at a time."""
+    async def active_jobs_page(self, cursor: str | None, limit: int) -> ActivePage:
+        """Non-terminal jobs in (updated_at, id) order, read off the jobs_active
+        index; only the fields polling needs are read (SQLite extracts them
+        from the document and renders the page as one JSON array). The cursor
+        is the last row's ``updated_at:id``."""
+        after_time, after_id = -math.inf, 0
+        if cursor is not None:
+            time_text, _, id_text = cursor.partition(":")
+            after_time, after_id = float(time_text), int(id_text)
 
-        def work(conn: sqlite3.Connection) -> list[JobRecord]:
-            rows = conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE terminal = 0 AND job_id > ?"
-                " ORDER BY job_id LIMIT ?",
-                (after or "", limit),
-            )
-            return [job_from_row(row) for row in rows]
+        def work(conn: sqlite3.Connection) -> ActivePage:
+            args = (after_time, after_id, limit)
+            count, page = conn.execute(_ACTIVE_PAGE, args).fetchone()
+            jobs = list(map(ActiveRecord._make, orjson.loads(page)))
+            if count < limit:
+                return ActivePage(jobs, None)
+            updated_at, row_id = conn.execute(_ACTIVE_PAGE_END, args).fetchone()
+            return ActivePage(jobs, f"{updated_at!r}:{row_id}")
 
         return await self._run(work)
 
