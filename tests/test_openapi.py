@@ -474,6 +474,10 @@ EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
 def _fuzz(operation: Any, mode: GenerationMode, url: str) -> int:
     """Run one operation's examples of ``mode``; returns how many were sent."""
     checks = CHECKS if mode.is_positive else [*CHECKS, negative_data_rejection]
+    if operation.path == "/v1/events":
+        # The stream is made finite below by forcing follow=false, which can undo
+        # the very mutation that made a negative case invalid.
+        checks = CHECKS
     sent = 0
 
     @given(case=operation.as_strategy(generation_mode=mode))
@@ -481,6 +485,7 @@ def _fuzz(operation: Any, mode: GenerationMode, url: str) -> int:
         max_examples=EXAMPLES[mode],
         deadline=None,
         database=None,
+        derandomize=True,  # the same cases on every run: CI is not a lottery
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -44,7 +43,7 @@ def unfreeze() -> Iterator[None]:
 
 
 def make_tracker(store: Store) -> Tracker:
-    scheduler = Scheduler(asyncio.Queue())
+    scheduler = Scheduler()
     for account in ACCOUNTS:
         scheduler.configure_account(account, 10.0)
     settings = PollSettings(
