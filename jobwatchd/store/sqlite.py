@@ -326,7 +326,12 @@ class SQLiteStore:
             )
             params.extend((key, value))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY job_id LIMIT ?"
+        # Walk job_id order and filter, never "every job of the status, sorted":
+        # a page stops after `limit` matches, so listing all of a status costs
+        # one pass over the table in all instead of a sort per page.
+        query = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_by_id {where} ORDER BY job_id LIMIT ?"
+        )
         params.append(limit)
 
         def work(conn: sqlite3.Connection) -> list[JobRecord]:
