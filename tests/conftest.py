@@ -22,6 +22,9 @@ import orjson
 import pytest
 
 from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
+from jobwatchd.store import Store
+from jobwatchd.store.postgresql import PostgresStore
+from jobwatchd.store.sqlite import SQLiteStore
 from tests import pg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +82,19 @@ def postgres_database(postgres_server: pg.PostgresServer) -> Iterator[str]:
     name = postgres_server.create_database()
     yield postgres_server.dsn(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open, empty store of each kind (a module may define its own ``store``)."""
+    opened: Store
+    if request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "state" / "jobwatchd.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("postgres_database"))
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 @dataclass

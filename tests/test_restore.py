@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,24 +14,10 @@ from jobwatchd.models import FAIL, RUNNING, NewJob
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.statemachine import Snapshot
 from jobwatchd.store import Store
-from jobwatchd.store.postgresql import PostgresStore
-from jobwatchd.store.sqlite import SQLiteStore
 from jobwatchd.tracker import PollSettings, Tracker, gc_paused
 
 DEFAULT_TIMEOUT = 3600.0
 ACCOUNTS = ("default", "other")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store
-    if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "state" / "jobwatchd.db")
-    else:
-        opened = PostgresStore(request.getfixturevalue("postgres_database"))
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture(autouse=True)

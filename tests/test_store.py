@@ -32,19 +32,6 @@ from jobwatchd.store.sqlite import MIGRATIONS, SQLiteStore
 from tests import pg
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """An open, empty store of each kind."""
-    opened: Store
-    if request.param == "sqlite":
-        opened = SQLiteStore(tmp_path / "state" / "jobwatchd.db")
-    else:
-        opened = PostgresStore(request.getfixturevalue("postgres_database"))
-    await opened.open()
-    yield opened
-    await opened.close()
-
-
 def new_job(job_id: str, project: str = "p1", labels: dict[str, str] | None = None) -> NewJob:
     return NewJob(job_id=job_id, project_id=project, account="default", labels=labels or {})
 
