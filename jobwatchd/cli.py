@@ -27,6 +27,7 @@ from jobwatchd.client import (
 from jobwatchd.config import (
     Config,
     ConfigError,
+    CredentialSources,
     load_config,
     read_secret,
     render_effective,
@@ -137,10 +138,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """``jobwatchd check-config``: validate and print the effective config."""
-    config = _load(args)
+    """``jobwatchd check-config``: validate and print the effective config.
+
+    Secrets under ``/run/credentials/UNIT/`` exist only inside the running
+    service: they are read from ``--credentials-dir`` (the ``LoadCredential=``
+    sources, by credential name) or, without it, listed as not checked.
+    """
+    explicit = Path(args.config) if getattr(args, "config", None) else None
+    directory = Path(args.credentials_dir) if args.credentials_dir else None
+    config = load_config(
+        resolve_config_path(explicit), credentials=CredentialSources(directory=directory)
+    )
     print(f"# effective configuration (source: {config.source or 'built-in defaults'})")
     print(render_effective(config), end="")
+    for secret in config.unchecked_secrets:
+        print(
+            f"jobwatchd: not checked: {secret} is handed over by LoadCredential= when the "
+            "service starts (pass --credentials-dir DIR to check the sources in DIR)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -580,7 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fault-404", type=_probability, default=0.0)
     sim.add_argument("--fault-400", type=_probability, default=0.0, help="permanent rejections")
 
-    command("check-config", cmd_check_config, "Validate and print the effective config.")
+    check = command("check-config", cmd_check_config, "Validate and print the effective config.")
+    check.add_argument(
+        "--credentials-dir",
+        metavar="DIR",
+        help="read secrets under /run/credentials/UNIT/ from DIR (the LoadCredential= sources)",
+    )
     command("migrate", cmd_migrate, "Apply pending schema migrations to the configured store.")
 
     register = command("register", cmd_register, "Start tracking jobs.", client=True)

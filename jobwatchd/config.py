@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -47,6 +48,7 @@ __all__ = [
     "AuthMode",
     "Config",
     "ConfigError",
+    "CredentialSources",
     "DaemonConfig",
     "PollingConfig",
     "Secret",
@@ -293,6 +295,7 @@ class Config:
     polling: PollingConfig = field(default_factory=PollingConfig)
     sinks: tuple[SinkConfig, ...] = field(default_factory=_default_sinks)
     source: Path | None = field(default=None, compare=False)
+    unchecked_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     def account(self, name: str) -> AccountConfig | None:
         """The account called ``name``, or None."""
@@ -586,6 +589,30 @@ def _check_readable(path: Path, key: str) -> None:
         raise ConfigError(key, f"cannot read {path}: {error.strerror or error}") from None
 
 
+CREDENTIALS_ROOT = Path("/run/credentials")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSources:
+    """Where ``check-config`` finds secrets that systemd hands over with ``LoadCredential=``.
+
+    A path under ``/run/credentials/UNIT/`` exists only inside the running
+    service. Outside it, such a secret is read from ``directory`` under its
+    credential name (the ``LoadCredential=NAME:PATH`` sources, e.g.
+    ``/etc/jobwatchd``), or, without a directory, left unchecked and listed.
+    """
+
+    directory: Path | None = None
+
+    def source(self, path: Path) -> Path | None:
+        """The file to read for ``path``; None when it cannot be read from here."""
+        if path.parent.parent != CREDENTIALS_ROOT or path.exists():
+            return path
+        if self.directory is None:
+            return None
+        return self.directory / path.name
+
+
 @dataclass(frozen=True, slots=True)
 class _Context:
     """What parsing needs beyond the data: where relative paths start, env, checks.
@@ -597,12 +624,22 @@ class _Context:
     base_dir: Path
     environ: Mapping[str, str]
     verify: bool
+    credentials: CredentialSources | None = None
     checks: list[Callable[[], object]] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
 
     def check(self, check: Callable[[], object]) -> None:
         """Run ``check`` after validation, when secrets are verified."""
         if self.verify:
             self.checks.append(check)
+
+    def read_secret(self, path: Path, key: str) -> str | None:
+        """The secret at ``path``, or None when only the running service can read it."""
+        source = path if self.credentials is None else self.credentials.source(path)
+        if source is None:
+            self.unchecked.append(f"{key}: {path}")
+            return None
+        return read_secret(source, key)
 
     def path(self, value: object, key: str, base: Path | None = None) -> Path:
         text = _string(value, key)
@@ -612,7 +649,7 @@ class _Context:
 
     def secret_file(self, value: object, key: str) -> Path:
         path = self.path(value, key)
-        self.check(lambda: read_secret(path, key))
+        self.check(lambda: self.read_secret(path, key))
         return path
 
 
@@ -902,7 +939,13 @@ def _parse_webhook(table: Mapping[str, object], prefix: str, ctx: _Context) -> d
 
     def from_file(value: object, key: str) -> Path:
         path = ctx.path(value, key)
-        ctx.check(lambda: parse_webhook_secret(read_secret(path, key), key))
+
+        def verify() -> None:
+            secret = ctx.read_secret(path, key)
+            if secret is not None:
+                parse_webhook_secret(secret, key)
+
+        ctx.check(verify)
         return path
 
     def many(name: str) -> list[object]:
@@ -997,13 +1040,18 @@ def _parse_sinks(
 
 
 def _build(
-    data: Mapping[str, object], source: Path | None, environ: Mapping[str, str], verify: bool
+    data: Mapping[str, object],
+    source: Path | None,
+    environ: Mapping[str, str],
+    verify: bool,
+    credentials: CredentialSources | None = None,
 ) -> Config:
     source = Path(os.path.abspath(source)) if source is not None else None
     ctx = _Context(
         base_dir=source.parent if source is not None else Path.cwd(),
         environ=environ,
         verify=verify,
+        credentials=credentials,
     )
     _check_keys(data, "", ("daemon", "api", "accounts", "polling", "sinks"))
     daemon = _parse_daemon(data, ctx)
@@ -1017,6 +1065,8 @@ def _build(
     )
     for check in ctx.checks:
         check()
+    if ctx.unchecked:
+        config = dataclasses.replace(config, unchecked_secrets=tuple(ctx.unchecked))
     return config
 
 
@@ -1041,11 +1091,18 @@ def parse_config(
     return _build(data, source, os.environ if environ is None else environ, verify_secrets)
 
 
-def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    credentials: CredentialSources | None = None,
+) -> Config:
     """Read and validate the config file at ``path``; ``None`` gives the built-in defaults.
 
     The built-in defaults are one ``aksk`` account "default" and one ``log``
-    sink; their credentials are not checked at load time.
+    sink; their credentials are not checked at load time. ``credentials``
+    (for ``check-config``) says where secrets under ``/run/credentials/`` are
+    read from outside the service.
     """
     env = os.environ if environ is None else environ
     if path is None:
@@ -1060,7 +1117,7 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("config", f"{path}: invalid TOML: {error}") from None
-    return _build(data, path, env, verify=True)
+    return _build(data, path, env, verify=True, credentials=credentials)
 
 
 def resolve_config_path(

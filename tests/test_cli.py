@@ -203,3 +203,60 @@ def test_migrate_says_which_store_it_could_not_reach(tmp_path: Path) -> None:
     assert "cannot migrate postgresql://jw:***@127.0.0.1:1/jobs" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+CREDENTIAL_CONFIG = """
+[daemon]
+state_dir = "{state}"
+
+[[accounts]]
+name = "default"
+endpoint = "http://127.0.0.1:1"
+project_id = "p1"
+auth = "none"
+
+[[sinks]]
+type = "webhook"
+url = "https://hooks.example.com/x"
+secret_file = "/run/credentials/jobwatchd.service/webhook-secret"
+"""
+
+
+def test_check_config_outside_the_service_lists_credentials_it_cannot_read(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(CREDENTIAL_CONFIG.format(state=tmp_path))
+    result = cli("check-config", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "not checked: sinks[0].secret_file" in result.stderr
+    assert "--credentials-dir" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "exit_code"),
+    [("whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LTEyMzQ1Njc4OTA=", 0), ("not a whsec secret", 2)],
+)
+def test_check_config_reads_credentials_from_their_sources(
+    tmp_path: Path, content: str, exit_code: int
+) -> None:
+    sources = tmp_path / "etc"
+    sources.mkdir()
+    (sources / "webhook-secret").write_text(content + "\n")
+    (sources / "webhook-secret").chmod(0o600)
+    config = tmp_path / "c.toml"
+    config.write_text(CREDENTIAL_CONFIG.format(state=tmp_path))
+    result = cli("check-config", "-c", str(config), "--credentials-dir", str(sources))
+    assert result.returncode == exit_code, result.stderr
+    assert "not checked" not in result.stderr
+    if exit_code:
+        assert "sinks[0].secret_file" in result.stderr.strip().splitlines()[-1]
+    assert content not in result.stdout + result.stderr
+
+
+def test_check_config_credentials_dir_without_the_credential_fails(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(CREDENTIAL_CONFIG.format(state=tmp_path))
+    result = cli("check-config", "-c", str(config), "--credentials-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "sinks[0].secret_file" in result.stderr
