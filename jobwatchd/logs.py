@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -15,6 +17,52 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+JOURNAL_PRIORITIES = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "exception": 3,
+    "critical": 2,
+}
+"""syslog priorities of structlog's method names (journald reads them from a ``<N>`` prefix)."""
+
+
+def is_journal_stream(fd: int, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``fd`` is connected to the journal: systemd names it in ``$JOURNAL_STREAM``.
+
+    The variable holds ``DEVICE:INODE`` of the stream; it is inherited by
+    children whose output goes elsewhere, so the descriptor itself is compared.
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        st = os.fstat(fd)
+        return st.st_dev == int(device) and st.st_ino == int(inode)
+    except (OSError, ValueError):
+        return False
+
+
+class JournalPriorityPrefix:
+    """Wrap a bytes renderer: each line starts with ``<N>``, its syslog priority.
+
+    journald strips the prefix and stores the rest as MESSAGE with PRIORITY=N
+    (``SyslogLevelPrefix=yes``, the default), so ``journalctl -p err`` finds
+    errors and the JSON line stays intact.
+    """
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: structlog.typing.EventDict
+    ) -> bytes:
+        priority = JOURNAL_PRIORITIES.get(method_name, 6)
+        rendered: bytes = self._renderer(logger, method_name, event_dict)
+        return b"<%d>%s" % (priority, rendered)
 
 
 class _NamedBytesLogger(structlog.BytesLogger):
@@ -39,15 +87,21 @@ def add_logger_name(
     return event_dict
 
 
-def configure_logging(level: str = "info", *, console: bool | None = None) -> None:
+def configure_logging(
+    level: str = "info", *, console: bool | None = None, journal: bool | None = None
+) -> None:
     """Configure structlog for the process.
 
     One JSON object per line with ``timestamp`` (ISO 8601 UTC), ``level``,
     ``logger`` and ``event``; a human-friendly renderer when stdout is a
-    terminal (``console=None`` decides by ``isatty``).
+    terminal (``console=None`` decides by ``isatty``). When stdout is the
+    journal (``journal=None`` decides by ``$JOURNAL_STREAM``), each JSON line
+    carries its syslog priority as a ``<N>`` prefix.
     """
     if console is None:
         console = sys.stdout.isatty()
+    if journal is None:
+        journal = not console and is_journal_stream(sys.stdout.fileno())
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -62,11 +116,10 @@ def configure_logging(level: str = "info", *, console: bool | None = None) -> No
         def factory(*args: Any) -> Any:
             return _NamedPrintLogger(sys.stdout, args[0] if args else None)
     else:
-        processors = [
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ]
+        renderer: Any = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        if journal:
+            renderer = JournalPriorityPrefix(renderer)
+        processors = [*shared, structlog.processors.format_exc_info, renderer]
 
         def factory(*args: Any) -> Any:
             return _NamedBytesLogger(sys.stdout.buffer, args[0] if args else None)

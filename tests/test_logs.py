@@ -1,0 +1,66 @@
+"""Log lines on stdout: JSON objects, and syslog priorities when stdout is the journal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from jobwatchd.logs import is_journal_stream
+
+EMIT = """
+from jobwatchd.logs import configure_logging, get_logger
+configure_logging("debug")
+log = get_logger("jobwatchd.test")
+log.debug("d"); log.info("i"); log.warning("w"); log.error("e")
+"""
+
+
+def _emit(stdout: Path, journal_stream: str | None) -> list[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    if journal_stream is not None:
+        env["JOURNAL_STREAM"] = journal_stream
+    with stdout.open("wb") as out:
+        subprocess.run([sys.executable, "-c", EMIT], stdout=out, env=env, timeout=60, check=True)
+    return stdout.read_bytes().splitlines()
+
+
+def _stream_id(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def test_lines_to_the_journal_carry_their_priority(tmp_path: Path) -> None:
+    out = tmp_path / "stdout"
+    out.touch()
+    lines = _emit(out, _stream_id(out))
+    prefixes = [line[:3] for line in lines]
+    assert prefixes == [b"<7>", b"<6>", b"<4>", b"<3>"]
+    events = [orjson.loads(line[3:]) for line in lines]
+    assert [(e["level"], e["event"]) for e in events] == [
+        ("debug", "d"),
+        ("info", "i"),
+        ("warning", "w"),
+        ("error", "e"),
+    ]
+
+
+@pytest.mark.parametrize("journal_stream", [None, "1:2", "garbage", ""])
+def test_lines_elsewhere_are_plain_json(tmp_path: Path, journal_stream: str | None) -> None:
+    # an inherited $JOURNAL_STREAM that names another stream must not add prefixes
+    lines = _emit(tmp_path / "stdout", journal_stream)
+    assert len(lines) == 4
+    assert all(orjson.loads(line)["event"] for line in lines)
+
+
+def test_is_journal_stream_compares_the_descriptor(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.touch()
+    with path.open("rb") as handle:
+        assert is_journal_stream(handle.fileno(), {"JOURNAL_STREAM": _stream_id(path)})
+        assert not is_journal_stream(handle.fileno(), {"JOURNAL_STREAM": "0:0"})
+        assert not is_journal_stream(handle.fileno(), {})
