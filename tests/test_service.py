@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobwatchd.config import parse_duration
 from jobwatchd.daemon import DRAIN_TIMEOUT
 from jobwatchd.systemd import Notifier, notify_message, watchdog_interval
 from tests.conftest import (
@@ -85,8 +86,45 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
         "ConfigurationDirectory=jobwatchd",
         "WatchdogSec=",
         "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+        "StartLimitBurst=",
+        "LimitNOFILE=",
+        "IPAddressDeny=any",
     ):
         assert line in text, line
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_unit_does_not_restart_a_startup_failure_in_a_loop() -> None:
+    directives = _directives(UNIT.read_text())
+    assert "2" in directives["RestartPreventExitStatus"][0].split()
+    restart_sec = parse_duration(directives["RestartSec"][0], "RestartSec")
+    assert restart_sec >= 5
+    interval = parse_duration(directives["StartLimitIntervalSec"][0], "StartLimitIntervalSec")
+    burst = int(directives["StartLimitBurst"][0])
+    # the start limit must be reachable: burst restarts fit in the interval
+    assert burst * restart_sec < interval
+
+
+def test_unit_ip_allow_list_is_not_everything() -> None:
+    allowed = " ".join(_directives(UNIT.read_text()).get("IPAddressAllow", [])).split()
+    assert allowed, "IPAddressDeny=any without an allow list blocks loopback too"
+    for everything in ("any", "0.0.0.0/0", "::/0"):
+        assert everything not in allowed
+
+
+def test_unit_file_limit_covers_the_api_connection_bound() -> None:
+    limit = int(_directives(UNIT.read_text())["LimitNOFILE"][0].split(":")[0])
+    # every API connection, the upstream pool per account, sinks and the store
+    assert limit >= 2 * (1024 + 64)
 
 
 # -- sd_notify ----------------------------------------------------------------------
