@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit system-tools bench bench-quick clean
+.PHONY: run test lint unit system-tools bench bench-quick lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency is installed at the version pinned in constraints.txt, so a
+# fresh machine runs the tests with what they last passed with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## run: start the daemon against the built-in simulated cloud
@@ -48,6 +50,16 @@ bench: $(STAMP)
 ## bench-quick: the same at smoke-test sizes (about a minute)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+## lock: re-pin constraints.txt to the newest versions pyproject.toml allows
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev,bench]'
+	{ sed -n '1,2p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
