@@ -28,9 +28,17 @@ lint: $(STAMP)
 
 # The unit-file tests need systemd-analyze, the PostgreSQL store's tests a real
 # server (tests/pg.py starts a throwaway one with initdb, which Debian keeps in
-# /usr/lib/postgresql/<version>/bin); install what is missing (as root, on
-# Debian-like systems, as CI runs).
+# /usr/lib/postgresql/<version>/bin), the system test (tests/system/) boots the
+# unit in a systemd-nspawn container over a rootfs built with mmdebstrap;
+# install what is missing (as root, on Debian-like systems, as CI runs).
+# --no-install-recommends: systemd-container recommends libnss-mymachines,
+# which would add itself to the host's /etc/nsswitch.conf.
 system-tools:
+	@{ command -v systemd-nspawn >/dev/null && command -v mmdebstrap >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends systemd-container mmdebstrap >/dev/null; \
+	  else echo "systemd-nspawn/mmdebstrap are missing: the system test will be skipped (apt-get install systemd-container mmdebstrap)"; fi; }
 	@command -v systemd-analyze >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \

@@ -47,7 +47,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _fail(message: str) -> int:
-    print(f"jobwatchd: {message}", file=sys.stderr)
+    from jobwatchd.logs import is_journal_stream  # noqa: PLC0415 - keep client commands light
+
+    # Under systemd stderr is the journal: "<3>" files the line at priority err,
+    # so `journalctl -p err -u jobwatchd` shows why the service did not start.
+    prefix = "<3>" if is_journal_stream(sys.stderr.fileno()) else ""
+    print(f"{prefix}jobwatchd: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 

@@ -64,3 +64,28 @@ def test_is_journal_stream_compares_the_descriptor(tmp_path: Path) -> None:
         assert is_journal_stream(handle.fileno(), {"JOURNAL_STREAM": _stream_id(path)})
         assert not is_journal_stream(handle.fileno(), {"JOURNAL_STREAM": "0:0"})
         assert not is_journal_stream(handle.fileno(), {})
+
+
+def test_a_startup_failure_to_the_journal_is_an_error(tmp_path: Path) -> None:
+    """The one line a failed start prints on stderr carries priority err in the journal."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[daemon]\nno_such_key = 1\n")
+    stderr = tmp_path / "stderr"
+    stderr.touch()
+    for journal_stream, prefix in ((_stream_id(stderr), b"<3>jobwatchd: "), (None, b"jobwatchd: ")):
+        env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        if journal_stream is not None:
+            env["JOURNAL_STREAM"] = journal_stream
+        with stderr.open("wb") as err:
+            result = subprocess.run(
+                [sys.executable, "-m", "jobwatchd", "run", "-c", str(config)],
+                stderr=err,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+        lines = stderr.read_bytes().splitlines()
+        assert result.returncode == 2
+        assert len(lines) == 1 and lines[0].startswith(prefix), lines
+        assert b"no_such_key" in lines[0]
