@@ -34,6 +34,7 @@ from jobwatchd.models import (
     FAIL,
     INIT,
     NOT_FOUND,
+    PENDING_PAYMENT,
     RUNNING,
     SUCCESS,
     TIMEOUT,
@@ -55,6 +56,7 @@ from jobwatchd.upstream import (
 )
 
 REJECTIONS_BEFORE_ERROR = 3
+_PAYMENT_ATTEMPT = 1 << 20  # far enough into the backoff to poll at max_interval
 _STARTED = frozenset({INIT, RUNNING})  # observed, not ended: the learned schedule applies
 _FRESH = Snapshot()  # shared by every job not observed yet (snapshots are immutable)
 RESTORE_PAGE = 5000
@@ -555,6 +557,8 @@ class Tracker:
         settings = self.settings
         policy = settings.adaptive
         rand = self._rng.random()
+        if job.status == PENDING_PAYMENT:  # waits for a person to pay: days, not seconds
+            return settings.backoff.interval(_PAYMENT_ATTEMPT, rand)
         if policy is not None and job.status in _STARTED and job.job_type and job.began_at:
             model = self._models.by_type.get(job.job_type)
             if model is not None and model.ready:

@@ -9,6 +9,7 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from jobwatchd.models import (
     StoredEvent,
     is_terminal,
 )
+from jobwatchd.simulator import Simulator
 from jobwatchd.sinks import Delivery, SinkContext
 from jobwatchd.sinks.webhook import WebhookSink, scrub_answer
 from jobwatchd.statemachine import Snapshot, observe
@@ -447,3 +449,55 @@ def test_the_daemon_keeps_hostile_answers_out_of_its_jobs_metrics_and_logs(
     assert upstream_thread.polls["queued-e2e"] > 3
     assert len(queued) == 1, queued  # logged when it appeared, not on every poll
     assert daemon.stop() == 0
+
+
+# -- PENDING_PAYMENT -------------------------------------------------------------------
+
+
+def test_the_simulator_keeps_a_prepaid_job_pending_payment_until_paid() -> None:
+    now = [1_000_000.0]
+    sim = Simulator(speed=1.0, seed=3, clock=lambda: now[0])
+    job_id = sim.create_job("createServer", count=2, payment=600, duration=60)
+    waiting = sim.job_body(job_id)
+    assert waiting["status"] == PENDING_PAYMENT
+    assert waiting["entities"] == {}
+    now[0] += 601
+    assert sim.job_body(job_id)["status"] in ("INIT", "RUNNING")
+    now[0] += 120
+    assert sim.job_body(job_id)["status"] == "SUCCESS"
+    assert [t.to for t in sim.transitions(job_id) if t.parent_job_id is None] == [
+        PENDING_PAYMENT,
+        "INIT",
+        "RUNNING",
+        "SUCCESS",
+    ]
+    with pytest.raises(ValueError, match="payment"):
+        sim.create_job(payment=-1)
+
+
+def test_a_job_pending_payment_is_polled_at_the_slowest_interval(
+    threaded_simulator: Any, tmp_path: Path, daemon_factory: Callable[[Path], Any]
+) -> None:
+    sim = threaded_simulator.sim
+    prepaid = sim.create_job("createServer", count=1, payment=5 * 86400.0)
+    config = _config(tmp_path / "pay.toml", threaded_simulator.url, tmp_path / "state")
+    config.write_text(config.read_text().replace('max_interval = "300ms"', 'max_interval = "30s"'))
+    daemon = daemon_factory(config)
+    daemon.start()
+    _register(daemon.url, [prepaid])
+
+    def spacing(job_id: str, status: str) -> float | None:
+        job = _get(f"{daemon.url}/v1/jobs/{job_id}")
+        if job["status"] != status or job["next_poll_at"] is None:
+            return None
+        return _seconds(job["next_poll_at"]) - _seconds(job["updated_at"])
+
+    # Seen once, it is polled next at max_interval (30 s, less jitter), not at
+    # min_interval (100 ms) as backoff would start.
+    assert wait_for(lambda: spacing(prepaid, PENDING_PAYMENT), timeout=30, what="payment") > 20
+    assert not [r for r in daemon.log_records() if r.get("event") == "poll.unexpected_status"]
+    assert daemon.stop() == 0
+
+
+def _seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
