@@ -36,7 +36,14 @@ from yarl import URL
 
 from jobwatchd.config import ENV_AK, ENV_SK, AccountConfig, ConfigError, read_secret
 from jobwatchd.logs import get_logger
-from jobwatchd.upstream import USER_AGENT, proxy_for, vendor_error
+from jobwatchd.upstream import (
+    MAX_RESPONSE_SIZE,
+    USER_AGENT,
+    location_origin,
+    proxy_for,
+    read_bounded,
+    vendor_error,
+)
 
 __all__ = [
     "ALGORITHM",
@@ -681,8 +688,22 @@ class IamPasswordAuth:
             },
             proxy=self._proxy,
             timeout=self._timeout,
+            # A redirect would re-POST the password (307) to wherever it points.
+            allow_redirects=False,
         ) as response:
-            return response.status, response.headers.get("X-Subject-Token"), await response.read()
+            status = response.status
+            if 300 <= status < 400:
+                origin = location_origin(response.headers.get("Location"))
+                response.close()
+                raise AuthError(
+                    f"IAM answered HTTP {status} with a redirect to {origin}; not followed"
+                )
+            raw = await read_bounded(response, MAX_RESPONSE_SIZE)
+            if raw is None:
+                raise AuthError(
+                    f"IAM answered HTTP {status} with a body over {MAX_RESPONSE_SIZE} bytes"
+                )
+            return status, response.headers.get("X-Subject-Token"), raw
 
     async def _request(self, started: float, sent_at: float) -> _Token:
         try:
@@ -696,6 +717,8 @@ class IamPasswordAuth:
                 connector = aiohttp.TCPConnector(ssl=ssl_context, limit=1)
                 async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
                     status, value, raw = await self._post(session)
+        except AuthError:
+            raise
         except (TimeoutError, aiohttp.ClientError) as error:
             detail = str(error) or type(error).__name__
             raise AuthError(f"IAM token request failed: {type(error).__name__}: {detail}") from None

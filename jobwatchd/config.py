@@ -221,6 +221,10 @@ class AccountConfig:
     user: str | None = None
     password_file: Path | None = None
     ca_file: Path | None = None
+    max_response_size: int = 1024**2
+    """Bytes of an upstream answer's body (after decompression) read at most."""
+    max_sub_jobs: int = 5000
+    """Sub-jobs in one job document accepted at most."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -757,6 +761,8 @@ _ACCOUNT_KEYS: Final = (
     "user",
     "password_file",
     "ca_file",
+    "max_response_size",
+    "max_sub_jobs",
 )
 _AUTH_ONLY_KEYS: Final[Mapping[str, AuthMode]] = {
     "token_file": "token",
@@ -807,8 +813,16 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: _Context) -> A
     if "ca_file" in table:
         ca_file = ctx.path(table["ca_file"], f"{prefix}.ca_file")
         ctx.check(partial(_check_readable, ca_file, f"{prefix}.ca_file"))
+    max_response_size = parse_size(
+        table.get("max_response_size", 1024**2), f"{prefix}.max_response_size"
+    )
+    if not 1024 <= max_response_size <= 256 * 1024**2:
+        raise ConfigError(f"{prefix}.max_response_size", "must be between 1KiB and 256MiB")
+    max_sub_jobs = _integer(table.get("max_sub_jobs", 5000), f"{prefix}.max_sub_jobs", 1, 1_000_000)
     return AccountConfig(
         name=name,
+        max_response_size=max_response_size,
+        max_sub_jobs=max_sub_jobs,
         endpoint=endpoint,
         project_id=project_id,
         auth=auth,
@@ -1209,6 +1223,8 @@ def _render_account(account: AccountConfig) -> dict[str, object]:
             "user": account.user,
             "password_file": text(account.password_file),
             "ca_file": text(account.ca_file),
+            "max_response_size": _toml_size(account.max_response_size),
+            "max_sub_jobs": account.max_sub_jobs,
         }
     )
 

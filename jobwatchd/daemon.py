@@ -92,15 +92,19 @@ def _client_for(account: AccountConfig, index: int, pool_size: int) -> UpstreamC
         pool_size=pool_size,
         request_timeout=account.request_timeout,
         ca_file=account.ca_file,
+        max_response_size=account.max_response_size,
+        max_sub_jobs=account.max_sub_jobs,
     )
 
 
 def _same_connection(old: AccountConfig, new: AccountConfig) -> bool:
-    return (old.endpoint, old.request_timeout, old.ca_file) == (
-        new.endpoint,
-        new.request_timeout,
-        new.ca_file,
-    )
+    return (
+        old.endpoint,
+        old.request_timeout,
+        old.ca_file,
+        old.max_response_size,
+        old.max_sub_jobs,
+    ) == (new.endpoint, new.request_timeout, new.ca_file, new.max_response_size, new.max_sub_jobs)
 
 
 def _needs_new_credentials(old: AccountConfig | None, new: AccountConfig) -> bool:

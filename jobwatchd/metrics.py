@@ -7,14 +7,53 @@ a collector at scrape time, so there is nothing to keep in sync.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobwatchd.models import OWN_STATUSES, TERMINAL_STATUSES, UPSTREAM_STATUSES
+
 POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OWN_CODE_PREFIX: Final = "jobwatchd."
+"""jobwatchd's own error codes (a fixed few) are always labelled as themselves."""
+OTHER: Final = "other"
+"""The label value standing for every status or code outside the known ones."""
+KNOWN_STATUSES: Final = UPSTREAM_STATUSES | TERMINAL_STATUSES | OWN_STATUSES
+MAX_CODE_LABELS: Final = 64
+"""Distinct error codes a process labels upstream errors with; later ones count as "other"."""
+_CODE_SHAPE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}(\.[A-Za-z0-9_]{1,32}){0,2}")
+
+
+def status_label(status: str) -> str:
+    """A status as a metric label: the statuses jobwatchd knows, else "other" (upstream
+    may invent any number of them)."""
+    return status if status in KNOWN_STATUSES else OTHER
+
+
+class CodeLabels:
+    """Error codes as metric labels, at most ``limit`` distinct ones besides
+    jobwatchd's own: a code that does not look like a vendor code (``Ecs.0114``)
+    or comes after the budget is spent counts as "other"."""
+
+    def __init__(self, limit: int = MAX_CODE_LABELS) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, code: str | None) -> str:
+        """The label for ``code`` ("" for none)."""
+        if not code:
+            return ""
+        if code in self._seen or code.startswith(OWN_CODE_PREFIX):
+            return code
+        if len(self._seen) >= self.limit or _CODE_SHAPE.fullmatch(code) is None:
+            return OTHER
+        self._seen.add(code)
+        return code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +87,11 @@ class _StateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         state = self._read()
         jobs = GaugeMetricFamily("jobwatchd_jobs", "Tracked jobs by status.", labels=["status"])
-        for status, count in sorted(state.jobs_by_status.items()):
+        by_label: dict[str, int] = {}
+        for status, count in state.jobs_by_status.items():
+            label = status_label(status)
+            by_label[label] = by_label.get(label, 0) + count
+        for status, count in sorted(by_label.items()):
             jobs.add_metric([status], count)
         yield jobs
         in_flight = GaugeMetricFamily("jobwatchd_polls_in_flight", "Polls running now.")
@@ -125,6 +168,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        self.code_label = CodeLabels()
         self.polls = Counter(
             "jobwatchd_polls",
             "Polls by account and outcome.",

@@ -16,13 +16,28 @@ FAIL = "FAIL"
 TIMEOUT = "TIMEOUT"
 NOT_FOUND = "NOT_FOUND"
 ERROR = "ERROR"
+PENDING_PAYMENT = "PENDING_PAYMENT"
+"""Upstream: a prepaid resource waits for its order to be paid (may last days)."""
 
-UPSTREAM_STATUSES = frozenset({INIT, RUNNING, SUCCESS, FAIL})
+UPSTREAM_STATUSES = frozenset({INIT, RUNNING, SUCCESS, FAIL, PENDING_PAYMENT})
 TERMINAL_STATUSES = frozenset({SUCCESS, FAIL, TIMEOUT, NOT_FOUND, ERROR})
+OWN_STATUSES = frozenset({PENDING, TIMEOUT, NOT_FOUND, ERROR})
+"""Statuses only jobwatchd decides; upstream saying one of them is renamed
+(see :func:`upstream_status`) so it can never be taken for jobwatchd's own."""
+UPSTREAM_PREFIX = "upstream:"
+MAX_STATUS_LENGTH = 64
+"""Longest upstream status (or sub-job id) accepted; the API's ``?status=`` bound."""
 
 JOB_TRANSITION = "jobwatchd.job.transition"
 SUBJOB_TRANSITION = "jobwatchd.subjob.transition"
 EVENT_TYPES = frozenset({JOB_TRANSITION, SUBJOB_TRANSITION})
+
+
+def upstream_status(status: str) -> str:
+    """The status jobwatchd records for an upstream ``status``: unchanged, except
+    that one of jobwatchd's own names (``TIMEOUT``...) gets the ``upstream:``
+    prefix, an unknown non-terminal status like any other."""
+    return UPSTREAM_PREFIX + status if status in OWN_STATUSES else status
 
 
 def is_terminal(status: str) -> bool:

@@ -78,6 +78,7 @@ MAX_SIGNATURE_AGE: Final = 15 * 60.0
 # Statuses, as the vendor spells them.
 INIT: Final = "INIT"
 RUNNING: Final = "RUNNING"
+PENDING_PAYMENT: Final = "PENDING_PAYMENT"
 SUCCESS: Final = "SUCCESS"
 FAIL: Final = "FAIL"
 
@@ -304,6 +305,7 @@ class _Job:
     failure: tuple[str, str] | None
     entity_id: str | None  # jobs without sub-jobs
     subs: tuple[_SubJob, ...] | None  # jobs with sub-jobs
+    created: float = 0.0  # wall-clock: before ``begin`` only while waiting for payment
 
 
 def _status(running: float, end: float, failed: bool, now: float) -> str:
@@ -324,7 +326,12 @@ def format_time(t: float) -> str:
 
 
 def _check_create_args(
-    job_type: object, project_id: object, count: object, fail: object, duration: object
+    job_type: object,
+    project_id: object,
+    count: object,
+    fail: object,
+    duration: object,
+    payment: object = 0.0,
 ) -> None:
     """Raise :class:`ValueError` if the arguments of a job creation are bad."""
     if not isinstance(job_type, str):
@@ -349,6 +356,10 @@ def _check_create_args(
             raise TypeError("duration must be a number of seconds or null")
         if not math.isfinite(duration) or not 0.0 <= duration <= MAX_DURATION:
             raise ValueError(f"duration must be between 0 and {MAX_DURATION:.0f} seconds")
+    if isinstance(payment, bool) or not isinstance(payment, int | float):
+        raise TypeError("payment must be a number of seconds")
+    if not math.isfinite(payment) or not 0.0 <= payment <= MAX_DURATION:
+        raise ValueError(f"payment must be between 0 and {MAX_DURATION:.0f} seconds")
 
 
 class Simulator:
@@ -453,6 +464,7 @@ class Simulator:
         count: int = 1,
         fail: bool = False,
         duration: float | None = None,
+        payment: float = 0.0,
     ) -> str:
         """Create a job starting now and return its 32-hex-digit job ID.
 
@@ -461,15 +473,19 @@ class Simulator:
         sub-job (if any) fails and the job ends in FAIL. ``duration`` is the
         simulated seconds from creation to the terminal status; by default it
         is drawn from a log-normal distribution typical of the job type, with
-        an occasional slow tail. Raises :class:`ValueError` for a bad value
-        and :class:`TypeError` for a value of the wrong type.
+        an occasional slow tail. With ``payment`` (simulated seconds) the job
+        first answers ``PENDING_PAYMENT`` that long, as a prepaid resource does
+        until its order is paid, and only then starts. Raises
+        :class:`ValueError` for a bad value and :class:`TypeError` for a value
+        of the wrong type.
         """
-        _check_create_args(job_type, project_id, count, fail, duration)
+        _check_create_args(job_type, project_id, count, fail, duration, payment)
         spec = _SPECS[job_type]
         rng = self._rng
         if duration is None:
             duration = self._draw_duration(spec, count)
-        start = self._clock()
+        created = self._clock()
+        start = created + float(payment) / self.speed
         wall = float(duration) / self.speed
 
         def at(fraction: float) -> float:
@@ -517,6 +533,7 @@ class Simulator:
             failure=failure,
             entity_id=entity_id,
             subs=subs,
+            created=created,
         )
         return job_id
 
@@ -535,6 +552,11 @@ class Simulator:
         now = self._clock()
         terminal = FAIL if job.failure is not None else SUCCESS
         found = [
+            *(
+                [Transition(job_id, None, PENDING_PAYMENT, job.created)]
+                if job.created < job.begin
+                else []
+            ),
             Transition(job_id, None, INIT, job.begin),
             Transition(job_id, None, RUNNING, job.running),
         ]
@@ -775,6 +797,7 @@ class Simulator:
             count=spec["count"],
             fail=spec["fail"],
             duration=spec["duration"],
+            payment=spec["payment"],
         )
 
     async def _handle_list(self, request: web.Request) -> web.Response:
@@ -808,6 +831,17 @@ class Simulator:
 def _job_body(job: _Job, now: float) -> dict[str, Any]:
     spec = job.spec
     entities: dict[str, Any]
+    if now < job.begin:  # waiting for payment: nothing has started
+        return _body(
+            status=PENDING_PAYMENT,
+            entities={},
+            job_id=job.job_id,
+            job_type=job.job_type,
+            begin=job.created,
+            end=job.end,
+            failure=None,
+            now=now,
+        )
     if job.subs is None or spec.sub_job_type is None:
         entities = {spec.entity_key: job.entity_id}
     else:
@@ -953,7 +987,7 @@ async def _read_json(request: web.Request) -> object:
         raise ValueError("body is not valid JSON") from None
 
 
-_CREATE_KEYS: Final = frozenset({"job_type", "project_id", "count", "fail", "duration"})
+_CREATE_KEYS: Final = frozenset({"job_type", "project_id", "count", "fail", "duration", "payment"})
 
 
 def _parse_create_body(data: object) -> tuple[list[dict[str, Any]], bool]:
@@ -991,6 +1025,7 @@ def _parse_job_request(item: object) -> dict[str, Any]:
         "count": item.get("count", 1),
         "fail": item.get("fail", False),
         "duration": item.get("duration"),
+        "payment": item.get("payment", 0.0),
     }
     _check_create_args(**spec)
     return spec

@@ -11,18 +11,52 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeGuard
 
-from jobwatchd.models import FAIL, PENDING, SUCCESS, UPSTREAM_STATUSES, is_terminal
+from jobwatchd.models import (
+    FAIL,
+    MAX_STATUS_LENGTH,
+    PENDING,
+    SUCCESS,
+    UPSTREAM_STATUSES,
+    is_terminal,
+    upstream_status,
+)
+
+MAX_SUB_JOBS = 5000
+"""Default bound on ``entities.sub_jobs`` (a batch of the vendor's holds at most a few hundred)."""
+MAX_TEXT_LENGTH = 1024
+"""Upstream free text (``fail_reason``, messages...) is cut to this many characters."""
 
 
 class MalformedResponse(ValueError):
     """The upstream body is not a job status document; retry, never a transition."""
 
 
+class TooManySubJobs(MalformedResponse):
+    """The document lists more sub-jobs than jobwatchd agrees to track."""
+
+
+def bounded_text(value: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    """``value`` cut to ``limit`` characters (marked with an ellipsis when cut)."""
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
 def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= MAX_TEXT_LENGTH else bounded_text(value)
+
+
+def is_status_name(value: object) -> TypeGuard[str]:
+    """A usable upstream status or sub-job id: 1-64 printable ASCII characters."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_STATUS_LENGTH
+        and value.isascii()
+        and value.isprintable()
+    )
 
 
 def _entities(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,27 +182,45 @@ def _parse_sub_job(item: object) -> SubJob | None:
     if not isinstance(item, Mapping):
         return None
     job_id, status = item.get("job_id"), item.get("status")
-    if not isinstance(job_id, str) or not job_id or not isinstance(status, str) or not status:
+    if not is_status_name(job_id):
         return None
+    if not (isinstance(status, str) and status in UPSTREAM_STATUSES):
+        if not is_status_name(status):
+            return None
+        status = upstream_status(status)
     return SubJob(job_id, status, item)
 
 
-def parse_response(body: object) -> JobResponse:
-    """Parse a decoded JSON body; raise :class:`MalformedResponse` if it has no usable status.
+def parse_response(body: object, *, max_sub_jobs: int = MAX_SUB_JOBS) -> JobResponse:
+    """Parse a decoded JSON body; raise :class:`MalformedResponse` if it has no usable status,
+    :class:`TooManySubJobs` if it lists more than ``max_sub_jobs`` sub-jobs.
 
-    Sub-jobs without an id or status are skipped rather than failing the whole
-    poll: the parent's status is still trustworthy. The result keeps ``body``
-    (see :class:`JobResponse`).
+    A status is 1-64 printable ASCII characters; one of jobwatchd's own names
+    (``TIMEOUT``, ``NOT_FOUND``, ``ERROR``, ``PENDING``) is recorded with the
+    ``upstream:`` prefix, so only jobwatchd decides those. Sub-jobs without a
+    usable id or status are skipped rather than failing the whole poll: the
+    parent's status is still trustworthy. The result keeps ``body`` (see
+    :class:`JobResponse`).
     """
     if not isinstance(body, Mapping):
         raise MalformedResponse("response body is not a JSON object")
     status = body.get("status")
-    if not isinstance(status, str) or not status:
-        raise MalformedResponse("response has no status")
+    if not (isinstance(status, str) and status in UPSTREAM_STATUSES):
+        if not isinstance(status, str) or not status:
+            raise MalformedResponse("response has no status")
+        if not is_status_name(status):
+            raise MalformedResponse(
+                f"response status is not 1-{MAX_STATUS_LENGTH} printable ASCII characters"
+            )
+        status = upstream_status(status)
     entities = _entities(body)
     raw_subs = entities.get("sub_jobs")
     sub_jobs: tuple[SubJob, ...] = ()
     if isinstance(raw_subs, list) and raw_subs:
+        if len(raw_subs) > max_sub_jobs:
+            raise TooManySubJobs(
+                f"response lists {len(raw_subs)} sub-jobs, more than max_sub_jobs ({max_sub_jobs})"
+            )
         parsed = [_parse_sub_job(item) for item in raw_subs]
         sub_jobs = tuple(sub for sub in parsed if sub is not None)
     total = entities.get("sub_jobs_total")

@@ -28,12 +28,13 @@ from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.events import build_events
 from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
 from jobwatchd.logs import get_logger
-from jobwatchd.metrics import Metrics
+from jobwatchd.metrics import Metrics, status_label
 from jobwatchd.models import (
     ERROR,
     FAIL,
     INIT,
     NOT_FOUND,
+    PENDING_PAYMENT,
     RUNNING,
     SUCCESS,
     TIMEOUT,
@@ -46,9 +47,16 @@ from jobwatchd.models import (
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.statemachine import JobResponse, Snapshot, Transition, conclude, observe
 from jobwatchd.store import ActiveRecord, Registration, StaleWriteError, Store
-from jobwatchd.upstream import Outcome, OutcomeKind, UpstreamClient, UpstreamError
+from jobwatchd.upstream import (
+    Outcome,
+    OutcomeKind,
+    UpstreamClient,
+    UpstreamError,
+    not_found_error,
+)
 
 REJECTIONS_BEFORE_ERROR = 3
+_PAYMENT_ATTEMPT = 1 << 20  # far enough into the backoff to poll at max_interval
 _STARTED = frozenset({INIT, RUNNING})  # observed, not ended: the learned schedule applies
 _FRESH = Snapshot()  # shared by every job not observed yet (snapshots are immutable)
 RESTORE_PAGE = 5000
@@ -466,7 +474,7 @@ class Tracker:
         error = outcome.error
         if error is not None:
             status = str(error.http_status or 0)
-            metrics.upstream_errors.labels(account, status, error.code or "").inc()
+            metrics.upstream_errors.labels(account, status, metrics.code_label(error.code)).inc()
 
     def _note_account(self, account: str, outcome: Outcome) -> None:
         # On every poll: keep it cheap, render only when /readyz asks.
@@ -517,6 +525,7 @@ class Tracker:
                 job.not_found_since = now
             waited = now - job.not_found_since
             if waited >= self.settings.not_found_grace:
+                job.last_error = not_found_error(error).to_json(iso_time(now))
                 await self._conclude(job, NOT_FOUND, now)
                 return
             log.info("poll.not_found", waited=round(waited, 3), **fields)
@@ -548,6 +557,8 @@ class Tracker:
         settings = self.settings
         policy = settings.adaptive
         rand = self._rng.random()
+        if job.status == PENDING_PAYMENT:  # waits for a person to pay: days, not seconds
+            return settings.backoff.interval(_PAYMENT_ATTEMPT, rand)
         if policy is not None and job.status in _STARTED and job.job_type and job.began_at:
             model = self._models.by_type.get(job.job_type)
             if model is not None and model.ready:
@@ -565,13 +576,12 @@ class Tracker:
         self.scheduler.schedule(job.job_id, job.account, delay)
 
     async def _observed(self, job: ActiveJob, response: JobResponse, now: float) -> None:
-        if response.unexpected_statuses:
-            log.warning(
-                "poll.unexpected_status",
-                job_id=job.job_id,
-                statuses=sorted(response.unexpected_statuses),
-            )
         transitions, snapshot = observe(job.snapshot, response)
+        if transitions and response.unexpected_statuses:
+            # Logged when first seen (a transition to it), not on every poll.
+            arrived = {t.to_status for t in transitions} & response.unexpected_statuses
+            if arrived:
+                log.warning("poll.unexpected_status", job_id=job.job_id, statuses=sorted(arrived))
         if job.began_at is None:
             job.began_at = parse_time(response.begin_time)
         if job.job_type is None and response.job_type:
@@ -634,7 +644,7 @@ class Tracker:
         job.status = sys.intern(snapshot.status)
         job.snapshot = snapshot
         for transition, event in zip(transitions, events, strict=True):
-            self.metrics.transitions.labels(event.type, transition.to_status).inc()
+            self.metrics.transitions.labels(event.type, status_label(transition.to_status)).inc()
         if is_terminal(snapshot.status):
             self.active.pop(job.job_id, None)
             self.scheduler.remove(job.job_id)

@@ -16,7 +16,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,15 @@ from yarl import URL
 
 from jobwatchd import __version__
 from jobwatchd.config import read_secret
-from jobwatchd.statemachine import JobResponse, MalformedResponse, parse_response
+from jobwatchd.statemachine import (
+    MAX_SUB_JOBS,
+    MAX_TEXT_LENGTH,
+    JobResponse,
+    MalformedResponse,
+    TooManySubJobs,
+    bounded_text,
+    parse_response,
+)
 from jobwatchd.validation import is_valid_id
 
 # Gateway codes that mean "slow down", whatever the HTTP status says.
@@ -34,6 +42,18 @@ THROTTLE_CODES = frozenset({"APIGW.0308", "Common.1503"})
 # The vendor's "Invalid job ID": the job does not exist (for this project).
 NOT_FOUND_CODES = frozenset({"Common.0011"})
 USER_AGENT = f"jobwatchd/{__version__}"
+MAX_RESPONSE_SIZE = 1024**2
+"""Default bound on an upstream answer's body, in bytes, after decompression."""
+MAX_CODE_LENGTH = 64
+"""Vendor error codes are cut to this many characters."""
+# Our own codes in last_error, for what jobwatchd refused to take from upstream.
+REDIRECT_CODE = "jobwatchd.Redirect"
+TOO_LARGE_CODE = "jobwatchd.ResponseTooLarge"
+JOB_ID_MISMATCH_CODE = "jobwatchd.JobIdMismatch"
+NOT_FOUND_HINT = (
+    "upstream deletes a job's record about a day after it ends, so a job registered late"
+    " answers 404"
+)
 
 
 class OutcomeKind(enum.Enum):
@@ -119,6 +139,23 @@ def _optional(body: Mapping[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def location_origin(location: str | None) -> str:
+    """``scheme://host[:port]`` of a redirect's ``Location``: its path and query
+    may carry anything, the origin says where upstream wanted us to go."""
+    if not location:
+        return "no Location"
+    try:
+        target = URL(location)
+    except ValueError:
+        return "an unparsable Location"
+    if not target.is_absolute():
+        return "a relative Location"
+    try:
+        return bounded_text(str(target.origin()), 256)
+    except ValueError:
+        return "an unparsable Location"
+
+
 def _decode(body: bytes) -> object:
     try:
         return orjson.loads(body)
@@ -126,8 +163,30 @@ def _decode(body: bytes) -> object:
         return None
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float) -> Outcome:
-    """Map one HTTP answer to an :class:`Outcome`. Pure."""
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    job_id: str | None = None,
+    max_sub_jobs: int = MAX_SUB_JOBS,
+) -> Outcome:
+    """Map one HTTP answer to an :class:`Outcome`. Pure.
+
+    With ``job_id``, a job document naming another job is an upstream error.
+    A redirect is an error too (it is never followed), reported with the
+    origin of its ``Location`` only.
+    """
+    if 300 <= status < 400:
+        origin = location_origin(headers.get("Location"))
+        return _failed(
+            OutcomeKind.TRANSIENT,
+            status,
+            REDIRECT_CODE,
+            f"HTTP {status} redirect to {origin} not followed (credentials stay with the endpoint)",
+            "",
+        )
     decoded = _decode(body)
     if (
         status == 200
@@ -137,12 +196,17 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
     ):
         # A job document: its error_code/fail_reason describe the job, not the
         # query. Only top-level code/message report a query problem.
+        if job_id is not None and (mismatch := _other_job(decoded, job_id)) is not None:
+            return mismatch
         code, message = _optional(decoded, "code"), _optional(decoded, "message")
         if code is None and message is None:  # the common case: a plain job document
             try:
-                return Outcome(kind=OutcomeKind.OBSERVED, response=parse_response(decoded))
+                response = parse_response(decoded, max_sub_jobs=max_sub_jobs)
+            except TooManySubJobs as exc:
+                return _failed(OutcomeKind.REJECTED, status, TOO_LARGE_CODE, str(exc), "")
             except MalformedResponse as exc:
                 return _failed(OutcomeKind.TRANSIENT, status, None, None, str(exc))
+            return Outcome(kind=OutcomeKind.OBSERVED, response=response)
     else:
         code, message = vendor_error(decoded)
 
@@ -159,10 +223,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
         if decoded is None:
             return _failed(OutcomeKind.TRANSIENT, status, code, message, "malformed JSON body")
         try:
-            response = parse_response(decoded)
+            response = parse_response(decoded, max_sub_jobs=max_sub_jobs)
+        except TooManySubJobs as exc:
+            return _failed(OutcomeKind.REJECTED, status, TOO_LARGE_CODE, str(exc), "")
         except MalformedResponse as exc:
             return _failed(OutcomeKind.TRANSIENT, status, code, message, str(exc))
-        kept = UpstreamError(code=code, message=message or "", http_status=status)
+        kept = _error(code, message or "", status)
         return Outcome(kind=OutcomeKind.OBSERVED, response=response, error=kept)
     if status == 404 or (status == 400 and code in NOT_FOUND_CODES):
         return _failed(OutcomeKind.NOT_FOUND, status, code, message, "job not found")
@@ -182,8 +248,76 @@ def _failed(
     *,
     retry_after: float | None = None,
 ) -> Outcome:
-    error = UpstreamError(code=code, message=message or default, http_status=status)
-    return Outcome(kind=kind, error=error, retry_after=retry_after)
+    return Outcome(
+        kind=kind, error=_error(code, message or default, status), retry_after=retry_after
+    )
+
+
+def _error(code: str | None, message: str, status: int | None) -> UpstreamError:
+    """An :class:`UpstreamError` with upstream's strings bounded."""
+    if code is not None and len(code) > MAX_CODE_LENGTH:
+        code = bounded_text(code, MAX_CODE_LENGTH)
+    if len(message) > MAX_TEXT_LENGTH:
+        message = bounded_text(message)
+    return UpstreamError(code=code, message=message, http_status=status)
+
+
+def _other_job(document: Mapping[str, Any], job_id: str) -> Outcome | None:
+    """An error outcome when ``document`` names a job other than ``job_id``."""
+    reported = document.get("job_id")
+    if reported is None or reported == job_id:
+        return None
+    shown = bounded_text(reported, 80) if isinstance(reported, str) else type(reported).__name__
+    return _failed(
+        OutcomeKind.TRANSIENT,
+        200,
+        JOB_ID_MISMATCH_CODE,
+        f"answer is about job {shown!r}, not the job asked for; ignored",
+        "",
+    )
+
+
+def not_found_error(error: UpstreamError | None) -> UpstreamError:
+    """The ``last_error`` of a job concluded NOT_FOUND: upstream's answer and the likely reason."""
+    if error is None:
+        return UpstreamError(code=None, message=f"job not found; {NOT_FOUND_HINT}", http_status=404)
+    return replace(error, message=f"{error.message}; {NOT_FOUND_HINT}")
+
+
+def too_large(status: int, limit: int) -> UpstreamError:
+    """The error kept for an answer whose body is over ``limit`` bytes."""
+    return UpstreamError(
+        code=TOO_LARGE_CODE,
+        message=f"answer body over {limit} bytes (max_response_size); not read",
+        http_status=status,
+    )
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body of ``response``, or None when it is over ``limit`` bytes (after
+    decompression); then the connection is closed, not drained.
+
+    A body declared by ``Content-Length`` within the limit and not compressed
+    is read in one go, as before; otherwise it is read chunk by chunk and given
+    up on as soon as it passes the limit. aiohttp decompresses with flow
+    control, so a compressed bomb costs at most about one chunk past the limit.
+    """
+    length = response.content_length
+    if length is not None and length > limit:
+        response.close()
+        return None
+    if length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # the parser stops at Content-Length
+    chunks: list[bytes] = []
+    size = 0
+    stream = response.content
+    while chunk := await stream.readany():
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            return None
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Authenticator(Protocol):
@@ -257,8 +391,12 @@ class UpstreamClient:
         pool_size: int,
         request_timeout: float,
         ca_file: Path | None = None,
+        max_response_size: int = MAX_RESPONSE_SIZE,
+        max_sub_jobs: int = MAX_SUB_JOBS,
     ) -> None:
         self.endpoint = URL(endpoint)
+        self.max_response_size = max_response_size
+        self.max_sub_jobs = max_sub_jobs
         self.auth = auth
         self._pool_size = pool_size
         self.request_timeout = request_timeout
@@ -304,9 +442,11 @@ class UpstreamClient:
             headers: dict[str, str] = {}
             try:
                 await self.auth.apply("GET", url, headers)
-                async with self._session.get(url, headers=headers, proxy=self.proxy) as resp:
-                    body = await resp.read()
-                    outcome = classify(resp.status, resp.headers, body, now=time.time())
+                # Never follow a redirect: it would carry the credentials elsewhere.
+                async with self._session.get(
+                    url, headers=headers, proxy=self.proxy, allow_redirects=False
+                ) as resp:
+                    outcome = await self._classify(resp, job_id)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 name = type(exc).__name__
                 detail = str(exc) or name
@@ -322,3 +462,25 @@ class UpstreamClient:
                 continue
             return outcome
         return outcome
+
+    async def _classify(self, resp: aiohttp.ClientResponse, job_id: str) -> Outcome:
+        status = resp.status
+        if 300 <= status < 400:  # the body of a redirect is of no use
+            resp.close()
+            return classify(status, resp.headers, b"", now=time.time())
+        body = await read_bounded(resp, self.max_response_size)
+        if body is None:
+            error = too_large(status, self.max_response_size)
+            if status == 200:  # refused: three in a row end the job as ERROR
+                return Outcome(kind=OutcomeKind.REJECTED, error=error)
+            # An error page that big: what its status says, without the body.
+            outcome = classify(status, resp.headers, b"", now=time.time())
+            return replace(outcome, error=error)
+        return classify(
+            status,
+            resp.headers,
+            body,
+            now=time.time(),
+            job_id=job_id,
+            max_sub_jobs=self.max_sub_jobs,
+        )

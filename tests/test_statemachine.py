@@ -402,7 +402,7 @@ def test_observe_after_conclude_is_sticky(terminal: str) -> None:
         assert snap_after == snap
 
 
-@pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
+@pytest.mark.parametrize("terminal", [SUCCESS, FAIL])
 def test_sub_job_terminal_is_sticky(terminal: str) -> None:
     _, snap = observe(Snapshot(), response(RUNNING, [("a", RUNNING)]))
     transitions, snap = observe(snap, response(RUNNING, [("a", terminal)]))

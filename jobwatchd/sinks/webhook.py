@@ -28,6 +28,7 @@ import base64
 import hashlib
 import hmac
 import random
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ from jobwatchd.config import ConfigError, Secret, SinkConfig, parse_webhook_secr
 from jobwatchd.deadletters import DeadLetter, DeadLetterStore
 from jobwatchd.logs import get_logger
 from jobwatchd.sinks import Delivery, SinkContext
-from jobwatchd.upstream import parse_retry_after, proxy_for
+from jobwatchd.upstream import location_origin, parse_retry_after, proxy_for, read_bounded
 
 log = get_logger("jobwatchd.webhook")
 
@@ -59,6 +60,43 @@ DOWN_AFTER: Final = 3
 """Consecutive failed requests after which the next success wakes every waiting retry."""
 _BATCH_NAMESPACE: Final = uuid.UUID("5b0e3f64-3a56-4c5e-9a55-8f0f6a3c2d11")
 _REASON_BODY_CHARS: Final = 200
+"""Characters of a refusing receiver's answer kept in the reason (logs, dead letters)."""
+MAX_ANSWER_BYTES: Final = 64 * 1024
+"""Bytes of a receiver's answer read at most; past that the connection is closed."""
+_SCRUB_WINDOW: Final = 4096
+# Credentials a receiver may echo back: header-like "name: value" / "name=value"
+# pairs, bearer tokens, webhook secrets and signatures.
+_ECHOED_CREDENTIALS: Final = (
+    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
+    (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_***"),
+    (re.compile(r"\bv1[,=][A-Za-z0-9+/]{20,}={0,2}"), "v1,***"),
+    (
+        re.compile(
+            r"(?i)\b(authorization|proxy-authorization|x-auth-token|x-security-token|cookie"
+            r"|set-cookie|webhook-signature|api[-_]?key|access[-_]?key|secret[-_]?key|secret"
+            r"|token|password|passwd|signature|sig)(\W{0,3}\s*[:=]\s*\W{0,2})[^\s,;&\"'}]+"
+        ),
+        r"\1\2***",
+    ),
+)
+
+
+def scrub_answer(answer: bytes, secrets: Sequence[str] = ()) -> str:
+    """A receiver's answer made fit for logs and dead letters: at most
+    ``_REASON_BODY_CHARS`` characters of text, control characters as spaces,
+    runs of whitespace as one, and every credential it may echo (the given
+    ``secrets``, and anything shaped like an authorization value, a token, a
+    webhook secret or signature) replaced by ``***``."""
+    text = answer[:_SCRUB_WINDOW].decode("utf-8", "replace")
+    for secret in sorted({value for value in secrets if len(value) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for pattern, replacement in _ECHOED_CREDENTIALS:
+        text = pattern.sub(replacement, text)
+    text = "".join(char if char.isprintable() else " " for char in text)
+    text = " ".join(text.split())
+    if len(text) > _REASON_BODY_CHARS:
+        text = text[: _REASON_BODY_CHARS - 1] + "\u2026"
+    return text
 
 
 def signature(keys: Sequence[bytes], message_id: str, timestamp: int, body: bytes) -> str:
@@ -281,7 +319,10 @@ class WebhookSink:
                 self.url, data=body, headers=headers, allow_redirects=False, proxy=self._proxy
             ) as response:
                 status = response.status
-                answer = await response.read()  # read to the end: the connection is reused
+                location = response.headers.get("Location")
+                # Read to the end so the connection is reused, but never more than
+                # MAX_ANSWER_BYTES (then the connection is closed instead).
+                answer = await read_bounded(response, MAX_ANSWER_BYTES) or b""
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             outcome = Attempt(False, retryable=True, reason=self._describe(exc))
@@ -289,9 +330,16 @@ class WebhookSink:
             if 200 <= status < 300:
                 self._on_success()
                 return Attempt(True, status=status)
-            snippet = answer[:_REASON_BODY_CHARS].decode("utf-8", "replace")
-            snippet = " ".join(snippet.split())
-            reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+            if 300 <= status < 400:
+                # Not followed (the events would go elsewhere, maybe over plain
+                # HTTP) and not retried: only a change of the sink's url helps.
+                reason = (
+                    f"HTTP {status} redirect to {location_origin(location)} not followed"
+                    " (set the sink's url to the new address, then redeliver)"
+                )
+            else:
+                snippet = scrub_answer(answer, self._echo_secrets(headers))
+                reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
             outcome = Attempt(
                 False,
                 retryable=is_retryable(status),
@@ -310,6 +358,17 @@ class WebhookSink:
             self._recovered.set()
             self._recovered = asyncio.Event()
         self._streak = 0
+
+    def _echo_secrets(self, headers: dict[str, str]) -> list[str]:
+        """What the receiver must not be able to echo into our logs: the
+        signatures just sent, the keys, and the url's path, query and password."""
+        values = list(headers.get("webhook-signature", "").split())
+        values += [value.removeprefix("v1,") for value in values]
+        for key in self._keys:
+            values.append(base64.b64encode(key).decode())
+            values.append(key.decode("utf-8", "replace"))
+        values += [self.url.raw_path_qs, self.url.password or ""]
+        return [value for value in values if value not in ("", "/")]
 
     def _describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
