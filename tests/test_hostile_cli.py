@@ -31,6 +31,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from jobwatchd.config import redact_url
 from jobwatchd.safetext import printable, terminal_json
 
 JOBWATCHD = [sys.executable, "-m", "jobwatchd"]
@@ -462,3 +463,70 @@ type = "log"
     listed = run_piped(["list", "--json", "--api", address], env)
     assert orjson.loads(listed.stdout)[0]["labels"] == LABELS
     assert_plain(listed.stdout)
+
+
+# -- check-config redaction -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.example.com/x", "https://hooks.example.com/x"),
+        ("https://h:8443/p/TOKENPATH?token=abc", "https://h:8443/p/TOKENPATH?token=***"),
+        ("https://h/p?a=1&b=2&c", "https://h/p?a=***&b=***&***"),
+        ("https://h/p?abcdef", "https://h/p?***"),
+        ("https://user:pw@h:1/p", "https://***@h:1/p"),
+        ("https://user@h/p", "https://***@h/p"),
+        ("http://[::1]:9/p?t=1#frag", "http://[::1]:9/p?t=***#***"),
+        ("https://h/p?", "https://h/p"),
+        ("https://h/p?a=1&&b=", "https://h/p?a=***&&b=***"),
+        ("http://[::1/unclosed?t=1", "***"),
+    ],
+)
+def test_redact_url_keeps_where_it_goes_and_masks_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_check_config_shows_no_secret(tmp_path: Path) -> None:
+    secret = "whsec_" + "Q0FOQVJZLXdlYmhvb2stc2VjcmV0LTEyMzQ1Njc4"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}"
+store = "postgresql://jobwatchd:PGCANARY1@db.example.com:5432/jw?sslmode=require&password=PGCANARY2"
+
+[[accounts]]
+name = "default"
+endpoint = "http://127.0.0.1:1"
+project_id = "p1"
+auth = "none"
+
+[[sinks]]
+type = "webhook"
+name = "hook"
+url = "https://hooks.example.com:8443/hook/PATHPART?token=URLCANARY1&sig=URLCANARY2"
+secret = "{secret}"
+
+[[sinks]]
+type = "acme.sink"
+endpoint = "https://svc:SVCCANARY1@acme.example.com/in?apikey=SVCCANARY2"
+api_key = "SVCCANARY3"
+dsn = "host=db user=u password=SVCCANARY4"
+proxy = "http://proxyuser:PROXYCANARY1@proxy.example.com:3128"
+region = "eu-west-1"
+
+[sinks.auth]
+client_secret = "SVCCANARY5"
+"""
+    )
+    result = run_piped(["check-config", "-c", str(config)], _cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "CANARY" not in output.replace("PATHPART", ""), output
+    assert secret[6:] not in output
+    assert "https://hooks.example.com:8443/hook/PATHPART?token=***&sig=***" in result.stdout
+    assert "https://***@acme.example.com/in?apikey=***" in result.stdout
+    assert "http://***@proxy.example.com:3128" in result.stdout
+    assert "postgresql://jobwatchd:***@db.example.com:5432/jw" in result.stdout
+    assert 'region = "eu-west-1"' in result.stdout
