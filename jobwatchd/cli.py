@@ -276,6 +276,12 @@ def _run_client(args: argparse.Namespace, action: Callable[[ApiClient], Any]) ->
         return asyncio.run(main())
     except ClientFailure as exc:
         return _fail(str(exc))
+    except (KeyError, TypeError, AttributeError) as exc:
+        # An answer of another shape than the API's (a proxy, another service,
+        # a hostile daemon): say so in one line rather than with a traceback.
+        return _fail(
+            f"jobwatchd sent an answer of an unexpected shape ({type(exc).__name__}: {exc})"
+        )
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -130,6 +130,10 @@ def dead_letter() -> dict[str, Any]:
 
 
 async def _job(request: web.Request) -> web.Response:
+    if request.match_info["job_id"] == "shapeless":
+        return web.json_response({"jobs": HOSTILE})
+    if request.match_info["job_id"] == "html":
+        return web.Response(status=502, text="<html>\x1b[2J" + HOSTILE, content_type="text/html")
     if request.match_info["job_id"] == "broken":
         return web.json_response({"title": "boom", "status": 500, "detail": HOSTILE}, status=500)
     return web.Response(body=orjson.dumps(hostile_job()), content_type="application/json")
@@ -141,6 +145,25 @@ async def _jobs(request: web.Request) -> web.Response:
     )
 
 
+async def _register(request: web.Request) -> web.Response:
+    return web.Response(
+        status=201, body=orjson.dumps({"jobs": [hostile_job()]}), content_type="application/json"
+    )
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    return web.json_response({"title": "no", "status": 409, "detail": HOSTILE}, status=409)
+
+
+async def _redeliver(request: web.Request) -> web.Response:
+    report = {
+        "redelivered": [HOSTILE],
+        "failed": [{"event_id": JOB_ID, "sink": TITLE, "reason": HOSTILE}],
+        "not_found": [C1_OSC],
+    }
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
 async def _dead_letters(request: web.Request) -> web.Response:
     return web.Response(
         body=orjson.dumps({"dead_letters": [dead_letter()]}), content_type="application/json"
@@ -150,14 +173,13 @@ async def _dead_letters(request: web.Request) -> web.Response:
 async def _events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
+    payload = orjson.dumps(hostile_event())
+    await resp.write(b"id: 1\nevent: jobwatchd.job.transition\ndata: " + payload + b"\n\n")
     if request.query.get("follow") == "true":
-        # ``wait`` only needs the stream open; it reads the job itself.
-        await resp.write(b"id: 0\n\n")
+        # A followed stream stays open (``wait`` ignores the event of another job).
         while True:
             await resp.write(b": ping\n\n")
             await asyncio.sleep(0.2)
-    payload = orjson.dumps(hostile_event())
-    await resp.write(b"id: 1\nevent: jobwatchd.job.transition\ndata: " + payload + b"\n\n")
     # Not JSON, and raw escapes on the wire.
     await resp.write(b"id: 2\ndata: " + HOSTILE.replace("\n", "").encode() + b"\n\n")
     await resp.write_eof()
@@ -180,6 +202,9 @@ def hostile_daemon() -> Iterator[StandIn]:
     app.router.add_get("/v1/jobs", _jobs)
     app.router.add_get("/v1/events", _events)
     app.router.add_get("/v1/dead-letters", _dead_letters)
+    app.router.add_post("/v1/jobs", _register)
+    app.router.add_delete("/v1/jobs/{job_id}", _cancel)
+    app.router.add_post("/v1/dead-letters/redeliver", _redeliver)
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()
@@ -259,6 +284,30 @@ def run_piped(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
     return subprocess.run(
         [*JOBWATCHD, *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
+
+
+def first_lines(args: list[str], env: dict[str, str], count: int) -> tuple[list[str], str]:
+    """The first ``count`` lines a never-ending command (``events --follow``)
+    prints, and its stderr, once it is stopped."""
+    proc = subprocess.Popen(
+        [*JOBWATCHD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    received = b""
+    deadline = time.monotonic() + 60
+    try:
+        while received.count(b"\n") < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{args} printed only {received!r}"
+            readable, _, _ = select.select([proc.stdout], [], [], remaining)
+            if readable:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                assert chunk, f"{args} ended after {received!r}: {proc.stderr.read()!r}"
+                received += chunk
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    return received.decode().splitlines()[:count], err.decode()
 
 
 RICH_OWN = re.compile(r"\x1b\[(?:[0-9;]*m|\?25[lh]|2K|[0-9]*[AG])")
@@ -361,14 +410,16 @@ def test_terminal_tables_show_hostile_strings_literally(
         ["wait", "some-job", "--timeout", "20"],
         ["events"],
         ["dead-letters"],
+        ["register", "some-job"],
+        ["redeliver", "--all"],
     ],
-    ids=["status", "list", "wait", "events", "dead-letters"],
+    ids=["status", "list", "wait", "events", "dead-letters", "register", "redeliver"],
 )
 def test_plain_output_has_no_controls(
     hostile_daemon: StandIn, tmp_path: Path, command: list[str]
 ) -> None:
     result = run_piped([*command, "--api", hostile_daemon.address], _cli_env(tmp_path))
-    assert result.returncode == (1 if command[0] == "wait" else 0), result.stderr
+    assert result.returncode == (1 if command[0] in ("wait", "redeliver") else 0), result.stderr
     assert result.stdout.strip()
     assert_plain(result.stdout)
     assert_plain(result.stderr)
@@ -404,6 +455,41 @@ def test_events_json_is_one_valid_line_per_event_without_raw_controls(
     assert orjson.loads(lines[0]) == hostile_event()
     assert "\\x1b[2J" in lines[1]  # the line that was not JSON, escaped
     assert_plain(result.stdout)
+
+
+def test_events_follow_prints_escaped_lines(hostile_daemon: StandIn, tmp_path: Path) -> None:
+    env = _cli_env(tmp_path)
+    for extra in ([], ["--json"]):
+        lines, err = first_lines(
+            ["events", "--follow", *extra, "--api", hostile_daemon.address], env, 1
+        )
+        assert_plain("\n".join(lines) + err)
+        if extra:
+            assert orjson.loads(lines[0]) == hostile_event()
+        else:
+            assert "\\x1b[2J" in lines[0] and MARKUP_CLOSE in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["status", "broken"], 2),
+        (["cancel", "some-job"], 1),
+        (["status", "html"], 2),
+        (["status", "shapeless"], 2),
+        (["list"], 0),
+    ],
+    ids=["problem", "cancel", "not-json", "shapeless", "ok"],
+)
+def test_errors_are_one_escaped_line_on_stderr(
+    hostile_daemon: StandIn, tmp_path: Path, command: list[str], code: int
+) -> None:
+    result = run_piped([*command, "--api", hostile_daemon.address], _cli_env(tmp_path))
+    assert result.returncode == code, result.stdout + result.stderr
+    if code:
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("jobwatchd: jobwatchd ")
+    assert_plain(result.stderr)
 
 
 def test_an_error_from_the_daemon_is_one_escaped_line(
