@@ -40,6 +40,8 @@ def printable(value: object) -> str:
     that does not interpret markup (``rich.text.Text``).
     """
     text = value if isinstance(value, str) else str(value)
+    if text.isprintable():  # the usual case; every character escaped is unprintable
+        return text
     return _UNSAFE.sub(_escape, text)
 
 
@@ -50,4 +52,6 @@ def terminal_json(encoded: str) -> str:
     Valid JSON in, valid JSON out, decoding to the same value: those characters
     can only occur inside strings, where an escape means the same character.
     """
+    if encoded.isascii() and "\x7f" not in encoded:  # the usual case (isascii is O(1))
+        return encoded
     return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
