@@ -134,6 +134,9 @@ async def _job(request: web.Request) -> web.Response:
         return web.json_response({"jobs": HOSTILE})
     if request.match_info["job_id"] == "html":
         return web.Response(status=502, text="<html>\x1b[2J" + HOSTILE, content_type="text/html")
+    if request.match_info["job_id"] == "running":  # the live progress redraws it
+        job = hostile_job() | {"terminal": False}
+        return web.Response(body=orjson.dumps(job), content_type="application/json")
     if request.match_info["job_id"] == "broken":
         return web.json_response({"title": "boom", "status": 500, "detail": HOSTILE}, status=500)
     return web.Response(body=orjson.dumps(hostile_job()), content_type="application/json")
@@ -385,15 +388,20 @@ def test_terminal_json_stays_the_same_json_without_controls(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "command",
-    [["status", "some-job"], ["list"], ["wait", "some-job", "--timeout", "20"]],
-    ids=["status", "list", "wait"],
+    ("command", "expected_code"),
+    [
+        (["status", "some-job"], 0),
+        (["list"], 0),
+        (["wait", "some-job", "--timeout", "20"], 1),
+        (["wait", "running", "--timeout", "1"], 124),
+    ],
+    ids=["status", "list", "wait", "wait-live"],
 )
 def test_terminal_tables_show_hostile_strings_literally(
-    hostile_daemon: StandIn, tmp_path: Path, command: list[str]
+    hostile_daemon: StandIn, tmp_path: Path, command: list[str], expected_code: int
 ) -> None:
     code, output = run_in_terminal([*command, "--api", hostile_daemon.address], _cli_env(tmp_path))
-    assert code == (1 if command[0] == "wait" else 0), output
+    assert code == expected_code, output
     assert_cannot_drive_terminal(output)
     assert "\\x1b[2J" in output and "\\x1b[38;5;46mSUCCESS" in output
     assert MARKUP_CLOSE in output
