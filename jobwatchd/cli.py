@@ -34,6 +34,7 @@ from jobwatchd.config import (
     resolve_config_path,
 )
 from jobwatchd.models import EVENT_TYPES
+from jobwatchd.safetext import printable, terminal_json
 from jobwatchd.validation import ValidationError, parse_label_selector, validate_id
 
 EXIT_USAGE = 2
@@ -52,7 +53,7 @@ def _fail(message: str) -> int:
     # Under systemd stderr is the journal: "<3>" files the line at priority err,
     # so `journalctl -p err -u jobwatchd` shows why the service did not start.
     prefix = "<3>" if is_journal_stream(sys.stderr.fileno()) else ""
-    print(f"{prefix}jobwatchd: {message}", file=sys.stderr)
+    print(f"{prefix}jobwatchd: {printable(message)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -185,7 +186,16 @@ def _client(args: argparse.Namespace) -> ApiClient:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(terminal_json(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()) + "\n")
+
+
+def _event_json(data: str) -> str:
+    """An event of the stream as one line of JSON that cannot drive a terminal
+    (re-encoded: the daemon is not trusted to have escaped it)."""
+    try:
+        return terminal_json(orjson.dumps(orjson.loads(data)).decode())
+    except orjson.JSONDecodeError:
+        return printable(data)
 
 
 def _sub_jobs(job: dict[str, Any]) -> str:
@@ -197,18 +207,21 @@ def _sub_jobs(job: dict[str, Any]) -> str:
         1 for sub in subs if isinstance(sub, dict) and sub.get("status") in ("SUCCESS", "FAIL")
     )
     total = entities.get("sub_jobs_total") or len(subs)
-    return f" sub-jobs {done}/{total}"
+    return f" sub-jobs {done}/{printable(total)}"
 
 
 def _summary(job: dict[str, Any]) -> str:
-    line = f"{job['job_id']} {job['status']}{_sub_jobs(job)}"
+    line = f"{printable(job['job_id'])} {printable(job['status'])}{_sub_jobs(job)}"
     if job.get("error_code") or job.get("fail_reason"):
-        line += f" error={job.get('error_code')} reason={job.get('fail_reason')!r}"
+        line += (
+            f" error={printable(job.get('error_code'))}"
+            f" reason={printable(repr(job.get('fail_reason')))}"
+        )
     return line
 
 
 def _note(message: str) -> None:
-    print(f"jobwatchd: {message}", file=sys.stderr, flush=True)
+    print(f"jobwatchd: {printable(message)}", file=sys.stderr, flush=True)
 
 
 async def _wait(
@@ -268,6 +281,12 @@ def _run_client(args: argparse.Namespace, action: Callable[[ApiClient], Any]) ->
         return asyncio.run(main())
     except ClientFailure as exc:
         return _fail(str(exc))
+    except (KeyError, TypeError, AttributeError) as exc:
+        # An answer of another shape than the API's (a proxy, another service,
+        # a hostile daemon): say so in one line rather than with a traceback.
+        return _fail(
+            f"jobwatchd sent an answer of an unexpected shape ({type(exc).__name__}: {exc})"
+        )
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -295,7 +314,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                 _print_json(body["jobs"])
             else:
                 for job in body["jobs"]:
-                    print(f"{job['job_id']} tracked ({job['status']})")
+                    print(f"{printable(job['job_id'])} tracked ({printable(job['status'])})")
             return 0
         return await _wait(client, args.job_ids, args.timeout, args.json)
 
@@ -328,11 +347,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             "polls",
             "next_poll_at",
         ):
-            print(f"  {key}: {job.get(key)}")
+            print(f"  {key}: {printable(job.get(key))}")
         if job.get("last_error"):
-            print(f"  last_error: {job['last_error']}")
+            print(f"  last_error: {printable(job['last_error'])}")
         for step in job.get("history", []):
-            print(f"  {step['at']}  {step['from']} -> {step['to']}")
+            print(
+                f"  {printable(step['at'])}  {printable(step['from'])} -> {printable(step['to'])}"
+            )
         return 0
 
     return _run_client(args, action)
@@ -388,7 +409,7 @@ def _event_line(message: SseMessage) -> str:
         event = orjson.loads(message.data or "")
         data = event["data"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return f"{message.id} {message.event} {message.data}"
+        return printable(f"{message.id} {message.event} {message.data}")
     kind = "sub-job" if data.get("parent_job_id") else "job"
     parent = f" of {data['parent_job_id']}" if data.get("parent_job_id") else ""
     line = (
@@ -397,7 +418,7 @@ def _event_line(message: SseMessage) -> str:
     )
     if data.get("error_code") or data.get("fail_reason"):
         line += f" error={data.get('error_code')} reason={data.get('fail_reason')!r}"
-    return line
+    return printable(line)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -423,7 +444,9 @@ def cmd_events(args: argparse.Namespace) -> int:
                 )
             ) as events:
                 async for message in events:
-                    out.write((message.data or "") if args.json else _event_line(message))
+                    out.write(
+                        _event_json(message.data or "") if args.json else _event_line(message)
+                    )
                     out.write("\n")
                     out.flush()
         except BrokenPipeError:
@@ -453,7 +476,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         if status == 204:
             print(f"{job_id} no longer tracked")
             return 0
-        print(f"jobwatchd: {problem_text(status, body)}", file=sys.stderr)
+        _fail(problem_text(status, body))
         return 1
 
     return _run_client(args, action)
@@ -475,11 +498,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             _print_json(entries)
             return 0
         for entry in entries:
-            print(
+            line = (
                 f"{entry['dead_lettered_at']} {entry['sink']} {entry['event_id']}"
                 f" job={entry['job_id']} to={(entry['event'].get('data') or {}).get('to')}"
                 f" attempts={entry['attempts']} reason={entry['reason']!r}"
             )
+            print(printable(line))
         return 0
 
     return _run_client(args, action)
@@ -503,14 +527,17 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
             _print_json(report)
         else:
             for event_id in report["redelivered"]:
-                print(f"{event_id} redelivered")
+                print(f"{printable(event_id)} redelivered")
             for failure in report["failed"]:
                 print(
-                    f"{failure['event_id']} not delivered ({failure['sink']}): {failure['reason']}",
+                    printable(
+                        f"{failure['event_id']} not delivered ({failure['sink']}):"
+                        f" {failure['reason']}"
+                    ),
                     file=sys.stderr,
                 )
             for event_id in report["not_found"]:
-                print(f"{event_id} is not a dead letter", file=sys.stderr)
+                print(f"{printable(event_id)} is not a dead letter", file=sys.stderr)
         return 1 if report["failed"] or report["not_found"] else 0
 
     return _run_client(args, action)

@@ -114,7 +114,12 @@ class ApiClient:
             raise ClientFailure(
                 f"cannot reach jobwatchd at {self.url}: {exc or type(exc).__name__}"
             ) from None
-        decoded = orjson.loads(raw) if raw else None
+        try:
+            decoded = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            raise ClientFailure(
+                f"jobwatchd answered {status} with a body that is not JSON"
+            ) from None
         if status == 401:
             raise ClientFailure("jobwatchd refused the request: a valid API token is required")
         return status, decoded

@@ -60,6 +60,7 @@ __all__ = [
     "parse_size",
     "parse_webhook_secret",
     "read_secret",
+    "redact_url",
     "render_effective",
     "resolve_config_path",
 ]
@@ -1180,8 +1181,47 @@ def _toml_number(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+def redact_url(url: str) -> str:
+    """``url`` for display: scheme, host, port and path kept, the userinfo and
+    every query value (and a fragment) shown as ``***``, query names kept.
+
+    ``https://u:p@h:8443/hook?token=abc&v`` reads ``https://***@h:8443/hook?token=***&***``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _SECRET_MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{_SECRET_MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(_mask_query_item(item) for item in parts.query.split("&"))
+    fragment = _SECRET_MASK if parts.fragment else ""
+    return parts._replace(netloc=netloc, query=query, fragment=fragment).geturl()
+
+
+def _mask_query_item(item: str) -> str:
+    """``name=***``; a bare item (which may be the token itself) as ``***``."""
+    if not item:
+        return item
+    name, equals, _ = item.partition("=")
+    return f"{name}={_SECRET_MASK}" if equals else _SECRET_MASK
+
+
+def _redact_text(text: str) -> str:
+    """A third-party option's string: URLs as by :func:`redact_url`, and any
+    libpq-style ``password=`` pair masked."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return redact_dsn(text)
+    if parts.scheme and parts.netloc:
+        return redact_url(text)
+    return redact_dsn(text)
+
+
 def _mask(value: object) -> object:
-    """Third-party options: hide values under secret-looking keys (``*_file`` paths stay)."""
+    """Third-party options: hide values under secret-looking keys (``*_file`` paths
+    stay), and the credentials and query values of URLs."""
     if isinstance(value, Mapping):
         return {
             key: (
@@ -1195,6 +1235,8 @@ def _mask(value: object) -> object:
         return [_mask(item) for item in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str):
+        return _redact_text(value)
     return value
 
 
@@ -1235,7 +1277,7 @@ def _render_sink(sink: SinkConfig) -> dict[str, object]:
     if sink.type == "file":
         rendered |= {"path": str(options["path"]), "fsync": options["fsync"]}
     elif sink.type == "webhook":
-        rendered["url"] = options["url"]
+        rendered["url"] = redact_url(cast(str, options["url"]))
         secrets = cast(tuple[Secret, ...], options["secrets"])
         files = cast(tuple[Path, ...], options["secret_files"])
         if secrets:
@@ -1264,8 +1306,10 @@ def render_effective(config: Config) -> str:
     """The effective config as TOML: every key, paths absolute, secrets masked.
 
     Inline webhook secrets (and secret-looking third-party options) show as
-    ``"***"``, and so does a password in ``daemon.store``; secret files are
-    shown by path, never by content. Without inline secrets,
+    ``"***"``, and so does a password in ``daemon.store``; webhook URLs, and
+    URLs in third-party options, show their userinfo and query values as
+    ``***`` (:func:`redact_url`); secret files are shown by path, never by
+    content. Without inline secrets or URL queries,
     ``parse_config(tomllib.loads(render_effective(c))) == c``.
     """
     password_file = config.daemon.store_password_file

@@ -1,6 +1,9 @@
 """What the CLI shows on a terminal (with rich): live progress while waiting,
 and tables for ``status`` and ``list``. Off a terminal the CLI prints plain
-lines instead, and with ``--json`` JSON."""
+lines instead, and with ``--json`` JSON.
+
+Every string from the daemon is shown through :func:`cell`: escaped by
+:func:`jobwatchd.safetext.printable` and never parsed as rich markup."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobwatchd.client import JobProgress
+from jobwatchd.safetext import printable
 
 _STYLES = {
     "SUCCESS": "bold green",
@@ -29,9 +33,15 @@ _STYLES = {
 }
 
 
-def status_text(status: str) -> Text:
+def cell(value: object, style: str = "") -> Text:
+    """Untrusted ``value`` as literal text: control characters escaped, markup
+    such as ``[/]`` or ``[link=...]`` shown as it is."""
+    return Text(printable(value), style=style)
+
+
+def status_text(status: object) -> Text:
     """A status, coloured by what it means."""
-    return Text(status, style=_STYLES.get(status, "magenta"))
+    return cell(status, _STYLES.get(status, "magenta") if isinstance(status, str) else "magenta")
 
 
 def sub_jobs_cell(job: Mapping[str, Any]) -> str:
@@ -43,7 +53,7 @@ def sub_jobs_cell(job: Mapping[str, Any]) -> str:
     done = sum(
         1 for sub in subs if isinstance(sub, dict) and sub.get("status") in ("SUCCESS", "FAIL")
     )
-    return f"{done}/{entities.get('sub_jobs_total') or len(subs)}"
+    return printable(f"{done}/{entities.get('sub_jobs_total') or len(subs)}")
 
 
 def _elapsed(seconds: float) -> str:
@@ -114,14 +124,20 @@ class WaitProgress:
                 else self._spinners.setdefault(item.job_id, Spinner("dots"))
             )
             table.add_row(
-                marker, item.job_id, status_text(item.status), subs, _elapsed(item.elapsed(now))
+                marker,
+                cell(item.job_id),
+                status_text(item.status),
+                cell(subs),
+                _elapsed(item.elapsed(now)),
             )
         if not hidden:
             return table
         counts: dict[str, int] = {}
         for item in hidden:
             counts[item.status] = counts.get(item.status, 0) + 1
-        summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        summary = ", ".join(
+            f"{count} {printable(status)}" for status, count in sorted(counts.items())
+        )
         return Group(table, Text(f"… and {len(hidden)} more: {summary}", style="dim"))
 
 
@@ -130,13 +146,15 @@ def print_wait_results(console: Console, progress: Iterable[JobProgress]) -> Non
     for item in progress:
         job = item.job or {}
         line = Text.assemble(
-            (item.job_id, "bold"), " ", status_text(str(job.get("status", item.status)))
+            cell(item.job_id, "bold"), " ", status_text(job.get("status", item.status))
         )
         subs = sub_jobs_cell(job)
         if subs:
             line.append(f" sub-jobs {subs}")
         if job.get("error_code") or job.get("fail_reason"):
-            line.append(f" error={job.get('error_code')} reason={job.get('fail_reason')!r}")
+            line.append(
+                printable(f" error={job.get('error_code')} reason={job.get('fail_reason')!r}")
+            )
         line.append(f" after {_elapsed(item.elapsed())}", style="dim")
         if not job.get("terminal"):
             line.append(" (still waiting: timed out)", style="yellow")
@@ -148,11 +166,11 @@ def print_job(console: Console, job: Mapping[str, Any]) -> None:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("job", job["job_id"])
-    table.add_row("status", status_text(str(job["status"])))
+    table.add_row("job", cell(job["job_id"]))
+    table.add_row("status", status_text(job["status"]))
     subs = sub_jobs_cell(job)
     if subs:
-        table.add_row("sub-jobs", subs)
+        table.add_row("sub-jobs", cell(subs))
     for key in (
         "project_id",
         "account",
@@ -168,15 +186,15 @@ def print_job(console: Console, job: Mapping[str, Any]) -> None:
     ):
         value = job.get(key)
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(key, cell(value))
     labels = job.get("labels") or {}
     if labels:
-        table.add_row("labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+        table.add_row("labels", cell(", ".join(f"{k}={v}" for k, v in sorted(labels.items()))))
     error = job.get("last_error")
     if error:
         table.add_row(
             "last_error",
-            Text(f"{error.get('code')} {error.get('message')} at {error.get('at')}", "yellow"),
+            cell(f"{error.get('code')} {error.get('message')} at {error.get('at')}", "yellow"),
         )
     console.print(table)
     history = job.get("history") or []
@@ -187,9 +205,9 @@ def print_job(console: Console, job: Mapping[str, Any]) -> None:
         steps.add_column("TO")
         for step in history:
             steps.add_row(
-                str(step.get("at")),
-                status_text(str(step.get("from"))) if step.get("from") else Text("-"),
-                status_text(str(step.get("to"))),
+                cell(step.get("at")),
+                status_text(step.get("from")) if step.get("from") else Text("-"),
+                status_text(step.get("to")),
             )
         console.print(steps)
 
@@ -202,12 +220,12 @@ def print_jobs(console: Console, jobs: Sequence[Mapping[str, Any]]) -> None:
     for job in jobs:
         labels = job.get("labels") or {}
         table.add_row(
-            str(job["job_id"]),
-            status_text(str(job["status"])),
-            str(job.get("job_type") or ""),
-            sub_jobs_cell(job),
-            ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-            str(job.get("updated_at") or ""),
+            cell(job["job_id"]),
+            status_text(job["status"]),
+            cell(job.get("job_type") or ""),
+            cell(sub_jobs_cell(job)),
+            cell(",".join(f"{k}={v}" for k, v in sorted(labels.items()))),
+            cell(job.get("updated_at") or ""),
         )
     console.print(table)
     console.print(Text(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}", style="dim"))
