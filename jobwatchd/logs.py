@@ -11,6 +11,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from jobwatchd.safetext import printable
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -87,6 +89,20 @@ def add_logger_name(
     return event_dict
 
 
+def escape_for_terminal(
+    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Escape every string of a console line (upstream chose many of them), so that
+    no escape sequence reaches the terminal; tracebacks keep their line breaks."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            if key == "exception":
+                event_dict[key] = "\n".join(printable(line) for line in value.split("\n"))
+            else:
+                event_dict[key] = printable(value)
+    return event_dict
+
+
 def configure_logging(
     level: str = "info", *, console: bool | None = None, journal: bool | None = None
 ) -> None:
@@ -111,7 +127,13 @@ def configure_logging(
     processors: list[structlog.typing.Processor]
     factory: Any
     if console:
-        processors = [*shared, structlog.dev.ConsoleRenderer()]
+        processors = [
+            *shared,
+            structlog.processors.format_exc_info,
+            escape_for_terminal,
+            # no rich traceback: it prints local variables, secrets among them
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+        ]
 
         def factory(*args: Any) -> Any:
             return _NamedPrintLogger(sys.stdout, args[0] if args else None)

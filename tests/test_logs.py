@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from jobwatchd.logs import is_journal_stream
+from jobwatchd.logs import configure_logging, get_logger, is_journal_stream
 
 EMIT = """
 from jobwatchd.logs import configure_logging, get_logger
@@ -89,3 +89,30 @@ def test_a_startup_failure_to_the_journal_is_an_error(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert len(lines) == 1 and lines[0].startswith(prefix), lines
         assert b"no_such_key" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["\x1b[2J\x1b[32mSUCCESS", "\x1b]8;;http://evil\x07link\x1b]8;;\x07", "\u202eevil", "\x9b31m"],
+)
+def test_the_console_view_escapes_what_upstream_chose(
+    hostile: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(token: str) -> None:
+        raise ValueError(hostile)
+
+    configure_logging("info", console=True)
+    try:
+        log = get_logger("jobwatchd.test")
+        log.warning("poll.unexpected_status", job_id="j", status=hostile)
+        try:
+            fail("-".join(["SECRET", "local"]))  # a traceback must not show locals
+        except ValueError:
+            log.exception("api.error")
+        out = capsys.readouterr().out
+    finally:
+        configure_logging("info", console=False, journal=False)
+    assert "\x1b]" not in out and "\x9b" not in out and "\u202e" not in out
+    assert "\x1b[2J" not in out and "\x07" not in out
+    assert "SECRET-local" not in out
+    assert "ValueError" in out and "Traceback" in out
