@@ -101,6 +101,11 @@ class Api:
             if exc.status < 400:
                 raise
             return problem(exc.status, exc.reason, exc.text or exc.reason)
+        except web.RequestPayloadError as exc:
+            # A body that cannot be decoded (a corrupt gzip/deflate stream, a bad chunk)
+            # surfaces while the handler reads it: the client's fault, not ours.
+            detail = str(exc).partition("message:")[2].strip() or "malformed"
+            return problem(400, "Invalid request body", f"the body cannot be read: {detail}")
         except Exception:
             log.exception("api.error", method=request.method, path=request.path)
             return problem(500, "Internal error", "the request failed; see the daemon's log")

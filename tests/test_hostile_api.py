@@ -1,0 +1,105 @@
+"""The HTTP API against hostile and careless clients: bad bodies, odd names, odd listen paths."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningSimulator, wait_until, write_config
+from tests.test_api import PROBLEM, Api, running_daemon
+
+
+@pytest.fixture
+async def api(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Api]:
+    async with running_daemon(tmp_path, simulator) as running:
+        yield running
+
+
+async def test_a_corrupt_gzip_body_is_a_400_problem(api: Api) -> None:
+    good = zlib.compressobj(9, zlib.DEFLATED, 31)
+    compressed = good.compress(b'{"job_id": "' + b"a" * 5000 + b'"}') + good.flush()
+    corrupt = compressed[:10] + bytes(b ^ 0x5A for b in compressed[10:-8]) + compressed[-8:]
+    async with api.session.post(
+        api.url + "/v1/jobs",
+        data=corrupt,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    ) as resp:
+        assert resp.status == 400
+        assert resp.content_type == PROBLEM
+        assert (await resp.json(content_type=PROBLEM))["status"] == 400
+    status, body, _ = await api.call("GET", "/v1/jobs")
+    assert status == 200
+    assert body["jobs"] == []
+
+
+async def test_dead_letters_of_an_unknown_sink_are_404_and_create_no_file(api: Api) -> None:
+    state_dir = api.daemon.config.daemon.state_dir
+    status, body, content_type = await api.call("GET", "/v1/dead-letters?sink=nosuchsink")
+    assert (status, content_type) == (404, PROBLEM)
+    assert body["status"] == 404
+    dead_letters = state_dir / "dead-letters"
+    created = sorted(p.name for p in dead_letters.iterdir()) if dead_letters.exists() else []
+    assert not [name for name in created if name.startswith("nosuchsink")]
+    status, body, _ = await api.call("GET", "/v1/dead-letters?sink=file")
+    assert status == 200
+    assert body == {"dead_letters": []}
+
+
+@pytest.mark.parametrize("kind", ["file", "socket"])
+def test_unix_listen_replaces_only_a_stale_socket(
+    tmp_path: Path, simulator: RunningSimulator, kind: str
+) -> None:
+    target = tmp_path / "api.sock"
+    if kind == "file":
+        target.write_text("precious\n")
+    else:
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(target))
+        stale.close()
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint=simulator.url,
+        state_dir=tmp_path / "state",
+        listen=f"unix:{target}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobwatchd", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    if kind == "file":
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == 2
+        lines = stderr.decode().strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "not a socket" in lines[0] and str(target) in lines[0]
+        assert target.read_text() == "precious\n"
+        return
+    try:
+
+        def serving() -> bool:
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(target))
+            except OSError:
+                return False
+            finally:
+                probe.close()
+            return True
+
+        wait_until(serving, timeout=30, what="the daemon listening on the unix socket")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
