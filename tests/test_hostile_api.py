@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -9,6 +12,7 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import RunningSimulator, wait_until, write_config
@@ -103,3 +107,22 @@ def test_unix_listen_replaces_only_a_stale_socket(
         proc.terminate()
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+async def test_concurrent_stream_opens_never_pass_the_stream_cap(api: Api) -> None:
+    hub = api.daemon.stream_hub
+    hub.settings = dataclasses.replace(hub.settings, max_streams=4)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        contextlib.AsyncExitStack() as opened,
+    ):
+
+        async def open_stream() -> int:
+            resp = await opened.enter_async_context(session.get(api.url + "/v1/events"))
+            return resp.status
+
+        statuses = await asyncio.gather(*(open_stream() for _ in range(40)))
+        assert statuses.count(200) == 4, statuses
+        assert statuses.count(503) == 36, statuses
+        assert hub.open_streams == 4
