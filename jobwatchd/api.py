@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,7 +15,7 @@ from aiohttp import web
 from jobwatchd import __version__
 from jobwatchd.config import Config, ConfigError, parse_duration
 from jobwatchd.logs import get_logger
-from jobwatchd.models import NewJob
+from jobwatchd.models import JobRecord, NewJob
 from jobwatchd.openapi import build_document
 from jobwatchd.store import ConflictError
 from jobwatchd.tracker import Tracker, gc_paused
@@ -65,8 +67,24 @@ class Api:
         self.config = config
         self.token = token
         self.readiness = readiness or (lambda: {})
-        self.accepting = True
+        self._draining = asyncio.Event()
         self._openapi: bytes | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether registrations are taken; set False when the daemon drains.
+
+        Draining also ends every ``?wait=`` long-poll at once with the job's
+        current state, so none holds the shutdown up.
+        """
+        return not self._draining.is_set()
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        if value:
+            self._draining.clear()
+        else:
+            self._draining.set()
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -224,12 +242,27 @@ class Api:
         job_id = validate_id(request.match_info["job_id"], "job_id")
         wait = _number_param(request, "wait", 0.0, MAX_WAIT_SECONDS)
         if wait:
-            record = await self.tracker.wait_terminal(job_id, wait)
+            record = await self._wait_unless_draining(job_id, wait)
         else:
             record = await self.tracker.get(job_id)
         if record is None:
             return problem(404, "Not found", f"job {job_id} is not tracked", job_id=job_id)
         return json_response(self.tracker.view(record))
+
+    async def _wait_unless_draining(self, job_id: str, wait: float) -> JobRecord | None:
+        waiting = asyncio.ensure_future(self.tracker.wait_terminal(job_id, wait))
+        draining = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({waiting, draining}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            draining.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        if not waiting.cancelled():
+            return waiting.result()
+        return await self.tracker.get(job_id)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         """``GET /v1/jobs`` with status, label, limit and cursor."""

@@ -15,7 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import RunningSimulator, wait_until, write_config
+from jobwatchd.config import load_config
+from jobwatchd.daemon import Daemon
+from tests.conftest import RunningSimulator, async_wait_until, wait_until, write_config
 from tests.test_api import PROBLEM, Api, running_daemon
 
 
@@ -126,3 +128,34 @@ async def test_concurrent_stream_opens_never_pass_the_stream_cap(api: Api) -> No
         assert statuses.count(200) == 4, statuses
         assert statuses.count(503) == 36, statuses
         assert hub.open_streams == 4
+
+
+async def test_a_pending_long_poll_is_answered_when_the_daemon_drains(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    config_path = write_config(
+        tmp_path / "c.toml", endpoint=simulator.url, state_dir=tmp_path / "state"
+    )
+    daemon = Daemon(load_config(config_path))
+    run = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(10):
+        await daemon.ready.wait()
+    url = f"http://{daemon.address}"
+    job_id = simulator.sim.create_job("createServer", duration=3600)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "/v1/jobs", json={"job_id": job_id}) as resp:
+            assert resp.status in (200, 201)
+        long_poll = asyncio.create_task(session.get(f"{url}/v1/jobs/{job_id}?wait=3600"))
+        await async_wait_until(
+            lambda: job_id in daemon.tracker._terminal_waiters if daemon.tracker else False,
+            timeout=10,
+            what="the long-poll waiting",
+        )
+        daemon.stop_requested.set()
+        async with asyncio.timeout(30):
+            resp = await long_poll
+            assert resp.status == 200
+            body = await resp.json()
+            resp.release()
+            assert body["job_id"] == job_id and body["terminal"] is False
+            assert await run == 0
