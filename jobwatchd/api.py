@@ -8,6 +8,7 @@ import hmac
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -30,6 +31,7 @@ from jobwatchd.validation import (
 log = get_logger("jobwatchd.api")
 
 PROBLEM_TYPE = "application/problem+json"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_WAIT_SECONDS = 3600.0
 MAX_LIST_LIMIT = 1000
 _REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
@@ -90,7 +92,7 @@ class Api:
         """The aiohttp application."""
         app = web.Application(
             client_max_size=self.config.api.max_body,
-            middlewares=[self._errors, self._auth],
+            middlewares=[self._errors, self._same_origin, self._auth],
         )
         app.router.add_post("/v1/jobs", self.register)
         app.router.add_get("/v1/jobs", self.list_jobs)
@@ -127,6 +129,23 @@ class Api:
         except Exception:
             log.exception("api.error", method=request.method, path=request.path)
             return problem(500, "Internal error", "the request failed; see the daemon's log")
+
+    def _host_allowed(self, authority: str) -> bool:
+        host = urlsplit(f"//{authority}").hostname
+        return host is not None and host in (LOOPBACK_NAMES | {self.config.api.host})
+
+    @web.middleware
+    async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # A page in a browser may reach a loopback daemon: refuse other sites'
+        # requests and names that only rebind to us (DNS rebinding).
+        if self.config.api.unix_path is None and not self._host_allowed(request.host):
+            return problem(421, "Misdirected request", "the Host header does not name this daemon")
+        origin = request.headers.get("Origin")
+        if request.headers.get("Sec-Fetch-Site") == "cross-site" or (
+            origin is not None and not self._host_allowed(urlsplit(origin).netloc)
+        ):
+            return problem(403, "Forbidden", "cross-site requests are refused")
+        return await handler(request)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:

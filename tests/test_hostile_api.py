@@ -159,3 +159,23 @@ async def test_a_pending_long_poll_is_answered_when_the_daemon_drains(
             resp.release()
             assert body["job_id"] == job_id and body["terminal"] is False
             assert await run == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "evil.example"}, 421),
+        ({"Host": "evil.example:80"}, 421),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Host": "localhost"}, 200),
+        ({"Origin": "http://127.0.0.1:1"}, 200),
+    ],
+)
+async def test_other_sites_and_rebound_names_are_refused(
+    api: Api, headers: dict[str, str], status: int
+) -> None:
+    async with api.session.get(api.url + "/v1/jobs", headers=headers) as resp:
+        assert resp.status == status
+        if status != 200:
+            assert resp.content_type == PROBLEM
