@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -13,7 +16,7 @@ from aiohttp import web
 from jobwatchd import __version__
 from jobwatchd.config import Config, ConfigError, parse_duration
 from jobwatchd.logs import get_logger
-from jobwatchd.models import NewJob
+from jobwatchd.models import JobRecord, NewJob
 from jobwatchd.openapi import build_document
 from jobwatchd.store import ConflictError
 from jobwatchd.tracker import Tracker, gc_paused
@@ -28,6 +31,7 @@ from jobwatchd.validation import (
 log = get_logger("jobwatchd.api")
 
 PROBLEM_TYPE = "application/problem+json"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_WAIT_SECONDS = 3600.0
 MAX_LIST_LIMIT = 1000
 _REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
@@ -65,14 +69,30 @@ class Api:
         self.config = config
         self.token = token
         self.readiness = readiness or (lambda: {})
-        self.accepting = True
+        self._draining = asyncio.Event()
         self._openapi: bytes | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether registrations are taken; set False when the daemon drains.
+
+        Draining also ends every ``?wait=`` long-poll at once with the job's
+        current state, so none holds the shutdown up.
+        """
+        return not self._draining.is_set()
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        if value:
+            self._draining.clear()
+        else:
+            self._draining.set()
 
     def app(self) -> web.Application:
         """The aiohttp application."""
         app = web.Application(
             client_max_size=self.config.api.max_body,
-            middlewares=[self._errors, self._auth],
+            middlewares=[self._errors, self._same_origin, self._auth],
         )
         app.router.add_post("/v1/jobs", self.register)
         app.router.add_get("/v1/jobs", self.list_jobs)
@@ -101,9 +121,31 @@ class Api:
             if exc.status < 400:
                 raise
             return problem(exc.status, exc.reason, exc.text or exc.reason)
+        except web.RequestPayloadError as exc:
+            # A body that cannot be decoded (a corrupt gzip/deflate stream, a bad chunk)
+            # surfaces while the handler reads it: the client's fault, not ours.
+            detail = str(exc).partition("message:")[2].strip() or "malformed"
+            return problem(400, "Invalid request body", f"the body cannot be read: {detail}")
         except Exception:
             log.exception("api.error", method=request.method, path=request.path)
             return problem(500, "Internal error", "the request failed; see the daemon's log")
+
+    def _host_allowed(self, authority: str) -> bool:
+        host = urlsplit(f"//{authority}").hostname
+        return host is not None and host in (LOOPBACK_NAMES | {self.config.api.host})
+
+    @web.middleware
+    async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # A page in a browser may reach a loopback daemon: refuse other sites'
+        # requests and names that only rebind to us (DNS rebinding).
+        if self.config.api.unix_path is None and not self._host_allowed(request.host):
+            return problem(421, "Misdirected request", "the Host header does not name this daemon")
+        origin = request.headers.get("Origin")
+        if request.headers.get("Sec-Fetch-Site") == "cross-site" or (
+            origin is not None and not self._host_allowed(urlsplit(origin).netloc)
+        ):
+            return problem(403, "Forbidden", "cross-site requests are refused")
+        return await handler(request)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -219,12 +261,27 @@ class Api:
         job_id = validate_id(request.match_info["job_id"], "job_id")
         wait = _number_param(request, "wait", 0.0, MAX_WAIT_SECONDS)
         if wait:
-            record = await self.tracker.wait_terminal(job_id, wait)
+            record = await self._wait_unless_draining(job_id, wait)
         else:
             record = await self.tracker.get(job_id)
         if record is None:
             return problem(404, "Not found", f"job {job_id} is not tracked", job_id=job_id)
         return json_response(self.tracker.view(record))
+
+    async def _wait_unless_draining(self, job_id: str, wait: float) -> JobRecord | None:
+        waiting = asyncio.ensure_future(self.tracker.wait_terminal(job_id, wait))
+        draining = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({waiting, draining}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            draining.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        if not waiting.cancelled():
+            return waiting.result()
+        return await self.tracker.get(job_id)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         """``GET /v1/jobs`` with status, label, limit and cursor."""

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import random
 import signal
+import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -125,6 +126,19 @@ def signal_handlers(
     finally:
         for signum in handlers:
             loop.remove_signal_handler(signum)
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by an earlier run at ``path``; refuse anything else there."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(
+            "api.listen", f"{path} exists and is not a socket; refusing to replace it"
+        )
+    path.unlink()
 
 
 class Daemon:
@@ -360,8 +374,7 @@ class Daemon:
         unix_path = api.unix_path
         if unix_path is not None:
             unix_path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                unix_path.unlink()
+            _remove_stale_socket(unix_path)
             await web.UnixSite(runner, str(unix_path)).start()
             os.chmod(unix_path, 0o660)
             return f"unix:{unix_path}"

@@ -348,6 +348,11 @@ class DeadLetterService:
         """Every dead letter, or those of ``sink``."""
         return await asyncio.to_thread(self.store.read, sink)
 
+    def known(self, sink: str) -> bool:
+        """Whether ``sink`` is configured or has a dead-letter file."""
+        configured = {getattr(each, "name", None) for each in self._sinks()}
+        return sink in configured or self.store.path(sink).exists()
+
     async def redeliver(
         self, *, sink: str | None = None, event_ids: Sequence[str] | None = None
     ) -> RedeliveryReport:
@@ -438,7 +443,21 @@ def add_routes(app: web.Application, service: DeadLetterService) -> None:
 
     async def listing(request: web.Request) -> web.Response:
         sink = request.query.get("sink")
-        entries = await service.read(None if sink is None else _sink_param(sink, "sink"))
+        if sink is not None and not service.known(_sink_param(sink, "sink")):
+            # Reading takes the sink's lock file: never create one for an unknown name.
+            return web.Response(
+                body=orjson.dumps(
+                    {
+                        "type": "about:blank",
+                        "title": "Not found",
+                        "status": 404,
+                        "detail": f"no sink {sink!r} is configured or has dead letters",
+                    }
+                ),
+                status=404,
+                content_type="application/problem+json",
+            )
+        entries = await service.read(sink)
         return _json({"dead_letters": [entry.to_json() for entry in entries]})
 
     async def redeliver(request: web.Request) -> web.Response:

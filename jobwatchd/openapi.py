@@ -577,6 +577,7 @@ def _operations(config: Config) -> dict[str, dict[str, Any]]:
                         "Every dead letter (of `sink`).",
                     ),
                     "400": bad,
+                    "404": _problem("No such sink is configured or has dead letters."),
                     "500": internal,
                 },
             }

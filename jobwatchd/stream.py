@@ -221,6 +221,15 @@ class EventHub:
             raise web.HTTPServiceUnavailable(
                 text=f"at most {self.settings.max_streams} event streams at once"
             )
+        # The slot is taken before the first await, so concurrent opens cannot
+        # all pass the check above; every path out gives it back.
+        self.open_streams += 1
+        try:
+            return await self._serve(request, parsed)
+        finally:
+            self.open_streams -= 1
+
+    async def _serve(self, request: web.Request, parsed: StreamRequest) -> web.StreamResponse:
         transport = request.transport
         if transport is None:
             raise web.HTTPBadRequest(text="the connection is gone")
@@ -237,7 +246,6 @@ class EventHub:
         response.force_close()
         self._bound_buffers(transport)
         await response.prepare(request)
-        self.open_streams += 1
         self.streams_served += 1
         stream = _Stream(self, response, transport, parsed, cursor)
         try:
@@ -264,8 +272,6 @@ class EventHub:
             asyncio.get_running_loop().call_later(self.settings.close_grace, transport.abort)
         except (_Gone, ConnectionError):
             pass
-        finally:
-            self.open_streams -= 1
         return response
 
     def _bound_buffers(self, transport: asyncio.Transport) -> None:

@@ -156,7 +156,7 @@ def unix_request(path: Path, target: str, token: str | None = None) -> int:
         sock.settimeout(10)
         sock.connect(str(path))
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: x\r\n{auth}\r\n".encode())
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
         head = sock.recv(64).decode()
     return int(head.split()[1])
 

@@ -327,6 +327,7 @@ async def _tour(contract: Contract, daemon: Daemon, simulator: RunningSimulator)
     assert (await call("GET", "/v1/dead-letters"))[0] == 200
     assert (await call("GET", "/v1/dead-letters", params=[("sink", "file")]))[0] == 200
     assert (await call("GET", "/v1/dead-letters", params=[("sink", "a b")], valid=False))[0] == 400
+    assert (await call("GET", "/v1/dead-letters", params=[("sink", "nosuch")]))[0] == 404
     assert (await call("GET", "/v1/dead-letters", token=False))[0] == 401
     redeliver = "/v1/dead-letters/redeliver"
     assert (await call("POST", redeliver, body={"all": True}))[0] == 200

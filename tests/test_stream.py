@@ -252,7 +252,7 @@ def _stalled_client(port: int, query: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET /v1/events{query} HTTP/1.0\r\nHost: test\r\n\r\n".encode())
+    sock.sendall(f"GET /v1/events{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return sock
 
 

@@ -1,0 +1,181 @@
+"""The HTTP API against hostile and careless clients: bad bodies, odd names, odd listen paths."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import subprocess
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from jobwatchd.config import load_config
+from jobwatchd.daemon import Daemon
+from tests.conftest import RunningSimulator, async_wait_until, wait_until, write_config
+from tests.test_api import PROBLEM, Api, running_daemon
+
+
+@pytest.fixture
+async def api(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Api]:
+    async with running_daemon(tmp_path, simulator) as running:
+        yield running
+
+
+async def test_a_corrupt_gzip_body_is_a_400_problem(api: Api) -> None:
+    good = zlib.compressobj(9, zlib.DEFLATED, 31)
+    compressed = good.compress(b'{"job_id": "' + b"a" * 5000 + b'"}') + good.flush()
+    corrupt = compressed[:10] + bytes(b ^ 0x5A for b in compressed[10:-8]) + compressed[-8:]
+    async with api.session.post(
+        api.url + "/v1/jobs",
+        data=corrupt,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    ) as resp:
+        assert resp.status == 400
+        assert resp.content_type == PROBLEM
+        assert (await resp.json(content_type=PROBLEM))["status"] == 400
+    status, body, _ = await api.call("GET", "/v1/jobs")
+    assert status == 200
+    assert body["jobs"] == []
+
+
+async def test_dead_letters_of_an_unknown_sink_are_404_and_create_no_file(api: Api) -> None:
+    state_dir = api.daemon.config.daemon.state_dir
+    status, body, content_type = await api.call("GET", "/v1/dead-letters?sink=nosuchsink")
+    assert (status, content_type) == (404, PROBLEM)
+    assert body["status"] == 404
+    dead_letters = state_dir / "dead-letters"
+    created = sorted(p.name for p in dead_letters.iterdir()) if dead_letters.exists() else []
+    assert not [name for name in created if name.startswith("nosuchsink")]
+    status, body, _ = await api.call("GET", "/v1/dead-letters?sink=file")
+    assert status == 200
+    assert body == {"dead_letters": []}
+
+
+@pytest.mark.parametrize("kind", ["file", "socket"])
+def test_unix_listen_replaces_only_a_stale_socket(
+    tmp_path: Path, simulator: RunningSimulator, kind: str
+) -> None:
+    target = tmp_path / "api.sock"
+    if kind == "file":
+        target.write_text("precious\n")
+    else:
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(target))
+        stale.close()
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint=simulator.url,
+        state_dir=tmp_path / "state",
+        listen=f"unix:{target}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobwatchd", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    if kind == "file":
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == 2
+        lines = stderr.decode().strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "not a socket" in lines[0] and str(target) in lines[0]
+        assert target.read_text() == "precious\n"
+        return
+    try:
+
+        def serving() -> bool:
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(target))
+            except OSError:
+                return False
+            finally:
+                probe.close()
+            return True
+
+        wait_until(serving, timeout=30, what="the daemon listening on the unix socket")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+async def test_concurrent_stream_opens_never_pass_the_stream_cap(api: Api) -> None:
+    hub = api.daemon.stream_hub
+    hub.settings = dataclasses.replace(hub.settings, max_streams=4)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        contextlib.AsyncExitStack() as opened,
+    ):
+
+        async def open_stream() -> int:
+            resp = await opened.enter_async_context(session.get(api.url + "/v1/events"))
+            return resp.status
+
+        statuses = await asyncio.gather(*(open_stream() for _ in range(40)))
+        assert statuses.count(200) == 4, statuses
+        assert statuses.count(503) == 36, statuses
+        assert hub.open_streams == 4
+
+
+async def test_a_pending_long_poll_is_answered_when_the_daemon_drains(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    config_path = write_config(
+        tmp_path / "c.toml", endpoint=simulator.url, state_dir=tmp_path / "state"
+    )
+    daemon = Daemon(load_config(config_path))
+    run = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(10):
+        await daemon.ready.wait()
+    url = f"http://{daemon.address}"
+    job_id = simulator.sim.create_job("createServer", duration=3600)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "/v1/jobs", json={"job_id": job_id}) as resp:
+            assert resp.status in (200, 201)
+        long_poll = asyncio.create_task(session.get(f"{url}/v1/jobs/{job_id}?wait=3600"))
+        await async_wait_until(
+            lambda: job_id in daemon.tracker._terminal_waiters if daemon.tracker else False,
+            timeout=10,
+            what="the long-poll waiting",
+        )
+        daemon.stop_requested.set()
+        async with asyncio.timeout(30):
+            resp = await long_poll
+            assert resp.status == 200
+            body = await resp.json()
+            resp.release()
+            assert body["job_id"] == job_id and body["terminal"] is False
+            assert await run == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "evil.example"}, 421),
+        ({"Host": "evil.example:80"}, 421),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Host": "localhost"}, 200),
+        ({"Origin": "http://127.0.0.1:1"}, 200),
+    ],
+)
+async def test_other_sites_and_rebound_names_are_refused(
+    api: Api, headers: dict[str, str], status: int
+) -> None:
+    async with api.session.get(api.url + "/v1/jobs", headers=headers) as resp:
+        assert resp.status == status
+        if status != 200:
+            assert resp.content_type == PROBLEM
