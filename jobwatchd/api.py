@@ -257,7 +257,12 @@ class Api:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: the store is open and the API bound (upstream is informational)."""
-        return json_response({"status": "ready", **self.readiness()})
+        body = self.readiness()
+        store = body.get("store")
+        if isinstance(store, Mapping) and store.get("status") == "failing":
+            # Poll outcomes are not being recorded: take this instance out of rotation.
+            return json_response({"status": "store failing", **body}, status=503)
+        return json_response({"status": "ready", **body})
 
     def reconfigure(self, config: Config) -> None:
         """Use a reloaded config (accounts, limits) from now on."""

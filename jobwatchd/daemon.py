@@ -248,6 +248,7 @@ class Daemon:
             for name in self.clients
         }
         return {
+            "store": tracker.store_state(),
             "active_jobs": len(tracker.active),
             "scheduled": len(self.scheduler),
             "polls": tracker.polls_done,
