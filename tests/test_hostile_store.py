@@ -3,11 +3,16 @@ nothing fails silently."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import (
     DaemonProcess,
@@ -113,3 +118,71 @@ def test_a_store_write_failing_during_a_poll_is_visible_and_recovers(
     history = _job(daemon, job_id)["history"]
     assert history[0]["from"] is None and history[-1]["to"] == "SUCCESS"
     assert daemon.stop() == 0
+
+
+def _start_failure(tmp_path: Path, config: Path) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "jobwatchd", "run", "-c", str(config)],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode, result.stderr.decode()
+
+
+def _garbage_db(state: Path) -> None:
+    state.mkdir()
+    (state / "jobwatchd.db").write_bytes(b"this is not a database" * 100)
+
+
+def _header_only_db(state: Path) -> None:
+    state.mkdir()
+    (state / "jobwatchd.db").write_bytes(b"SQLite format 3\x00")
+
+
+def _db_is_a_directory(state: Path) -> None:
+    (state / "jobwatchd.db").mkdir(parents=True)
+
+
+def _state_dir_is_a_file(state: Path) -> None:
+    state.write_text("")
+
+
+@pytest.mark.parametrize(
+    ("prepare", "cause"),
+    [
+        (_garbage_db, "jobwatchd.db is not usable"),
+        (_header_only_db, "jobwatchd.db is not usable"),
+        (_db_is_a_directory, "jobwatchd.db"),
+        (_state_dir_is_a_file, "is not a directory"),
+    ],
+)
+def test_a_bad_state_dir_or_database_is_one_line_and_exit_2(
+    tmp_path: Path, prepare: Callable[[Path], None], cause: str
+) -> None:
+    state = tmp_path / "state"
+    prepare(state)
+    config = write_config(tmp_path / "c.toml", endpoint="http://127.0.0.1:9", state_dir=state)
+    code, stderr = _start_failure(tmp_path, config)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("jobwatchd: cannot start: ") and cause in lines[0], stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "c.toml",
+            endpoint="http://127.0.0.1:9",
+            state_dir=tmp_path / "state",
+            listen=f"127.0.0.1:{port}",
+        )
+        code, stderr = _start_failure(tmp_path, config)
+    assert code == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "address already in use" in stderr and "api.listen" in stderr, stderr
