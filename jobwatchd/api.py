@@ -15,7 +15,7 @@ from jobwatchd.config import Config, ConfigError, parse_duration
 from jobwatchd.logs import get_logger
 from jobwatchd.models import NewJob
 from jobwatchd.openapi import build_document
-from jobwatchd.store import ConflictError
+from jobwatchd.store import ConflictError, StoreUnavailableError
 from jobwatchd.tracker import Tracker, gc_paused
 from jobwatchd.validation import (
     ValidationError,
@@ -37,6 +37,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON response rendered with orjson."""
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+# Seconds a client is asked to wait when the store refuses work.
+STORE_RETRY_AFTER = 5
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
@@ -101,6 +105,12 @@ class Api:
             if exc.status < 400:
                 raise
             return problem(exc.status, exc.reason, exc.text or exc.reason)
+        except StoreUnavailableError as exc:
+            # Logged (rate-limited) by the tracker; nothing was stored.
+            self.tracker.note_store_failure(exc)
+            response = problem(503, "Store unavailable", f"{exc}; nothing was changed, retry later")
+            response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+            return response
         except Exception:
             log.exception("api.error", method=request.method, path=request.path)
             return problem(500, "Internal error", "the request failed; see the daemon's log")

@@ -685,14 +685,20 @@ class Tracker:
         store state in ``/readyz`` and a log line (at most one per
         STORE_FAILURE_LOG_INTERVAL). The job's snapshot is not advanced, so
         the next poll observes the same transitions and records them again."""
-        health = self._store_health
-        message = f"{type(exc).__name__}: {exc}"
         job.last_error = {
             "code": STORE_WRITE_FAILED,
-            "message": message,
+            "message": f"{type(exc).__name__}: {exc}",
             "http_status": None,
             "at": iso_time(now),
         }
+        self.note_store_failure(exc, job_id=job.job_id)
+
+    def note_store_failure(self, exc: Exception, *, job_id: str | None = None) -> None:
+        """Count and (rate-limited) log a failed store write; ``/readyz`` reports
+        the store as failing until a poll's write succeeds again."""
+        health = self._store_health
+        now = self._clock()
+        message = f"{type(exc).__name__}: {exc}"
         self._store_failures.inc()
         if health.failing_since is None:
             health.failing_since = now
@@ -703,7 +709,7 @@ class Tracker:
         if clock - health.logged_at >= STORE_FAILURE_LOG_INTERVAL:
             log.error(
                 "store.write_failed",
-                job_id=job.job_id,
+                job_id=job_id,
                 error=message,
                 failures_since_last_line=health.unlogged,
                 exc_info=health.logged_at == -math.inf,

@@ -186,3 +186,37 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert code == 2, stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert "address already in use" in stderr and "api.listen" in stderr, stderr
+
+
+def test_a_registration_the_store_refuses_gets_503_with_retry_after(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> None:
+    job_id = threaded_simulator.sim.create_job("createServer", count=1, duration=100)
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
+    daemon = daemon_factory(config)
+    daemon.start()
+    holder = sqlite3.connect(state / "jobwatchd.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        status, body, headers = http("POST", f"{daemon.url}/v1/jobs", {"job_id": job_id})
+        assert status == 503, body
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert int(headers["Retry-After"]) > 0
+        assert "locked" in body["detail"]
+        status, ready, _ = http("GET", f"{daemon.url}/readyz")
+        assert status == 503 and ready["store"]["status"] == "failing"
+        assert not [r for r in daemon.log_records() if r.get("event") == "api.error"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Nothing half-stored: the retry registers it, and it is tracked to the end.
+    status, _, _ = http("POST", f"{daemon.url}/v1/jobs", {"job_id": job_id})
+    assert status == 201
+    wait_until(lambda: _job(daemon, job_id)["status"] == "SUCCESS", timeout=30, what="job SUCCESS")
+    wait_until(
+        lambda: http("GET", f"{daemon.url}/readyz")[0] == 200, timeout=20, what="ready again"
+    )
+    assert daemon.stop() == 0

@@ -33,6 +33,7 @@ from jobwatchd.store import (
     ConflictError,
     Registration,
     StaleWriteError,
+    StoreUnavailableError,
     job_doc,
     job_from_row,
 )
@@ -182,7 +183,10 @@ class SQLiteStore:
         if self._executor is None or self._conn is None:
             raise RuntimeError("store is not open")
         conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O error
+            raise StoreUnavailableError(f"SQLite: {exc}") from exc
 
     async def open(self) -> None:
         """Open the database file (creating its directory) and migrate it."""
