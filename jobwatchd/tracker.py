@@ -330,6 +330,7 @@ class Tracker:
     async def register(self, jobs: Sequence[NewJob]) -> list[Registration]:
         """Store ``jobs`` atomically and start polling the new ones."""
         results = await self.store.register(jobs, self._clock())
+        self._store_write_succeeded()
         created = 0
         for result in results:
             if result.created:
