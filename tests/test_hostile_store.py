@@ -3,6 +3,7 @@ nothing fails silently."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import subprocess
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from jobwatchd.models import NewJob
+from jobwatchd.store.sqlite import SQLiteStore
 from tests.conftest import (
     DaemonProcess,
     RunningSimulator,
@@ -220,3 +223,28 @@ def test_a_registration_the_store_refuses_gets_503_with_retry_after(
         lambda: http("GET", f"{daemon.url}/readyz")[0] == 200, timeout=20, what="ready again"
     )
     assert daemon.stop() == 0
+
+
+async def test_sqlite_reads_are_not_queued_behind_a_waiting_write(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobwatchd.db")
+    await store.open()
+    try:
+        job = NewJob(job_id="seen", project_id="p1", account="default", labels={})
+        await store.register([job], 1.0)
+        holder = sqlite3.connect(tmp_path / "jobwatchd.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            other = NewJob(job_id="blocked", project_id="p1", account="default", labels={})
+            writing = asyncio.create_task(store.register([other], 2.0))
+            await asyncio.sleep(0)  # let the write reach the writer thread
+            found = await store.get_job("seen")
+            # The write still waits for the lock another process holds: the
+            # read did not queue behind it.
+            assert found is not None and not writing.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        registered = await writing
+        assert [r.created for r in registered] == [True]
+    finally:
+        await store.close()
