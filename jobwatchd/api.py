@@ -18,7 +18,7 @@ from jobwatchd.config import Config, ConfigError, parse_duration
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewJob
 from jobwatchd.openapi import build_document
-from jobwatchd.store import ConflictError
+from jobwatchd.store import ConflictError, StoreUnavailableError
 from jobwatchd.tracker import Tracker, gc_paused
 from jobwatchd.validation import (
     ValidationError,
@@ -41,6 +41,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON response rendered with orjson."""
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+# Seconds a client is asked to wait when the store refuses work.
+STORE_RETRY_AFTER = 5
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
@@ -126,6 +130,12 @@ class Api:
             # surfaces while the handler reads it: the client's fault, not ours.
             detail = str(exc).partition("message:")[2].strip() or "malformed"
             return problem(400, "Invalid request body", f"the body cannot be read: {detail}")
+        except StoreUnavailableError as exc:
+            # Logged (rate-limited) by the tracker; nothing was stored.
+            self.tracker.note_store_failure(exc)
+            response = problem(503, "Store unavailable", f"{exc}; nothing was changed, retry later")
+            response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+            return response
         except Exception:
             log.exception("api.error", method=request.method, path=request.path)
             return problem(500, "Internal error", "the request failed; see the daemon's log")
@@ -314,7 +324,12 @@ class Api:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: the store is open and the API bound (upstream is informational)."""
-        return json_response({"status": "ready", **self.readiness()})
+        body = self.readiness()
+        store = body.get("store")
+        if isinstance(store, Mapping) and store.get("status") == "failing":
+            # Poll outcomes are not being recorded: take this instance out of rotation.
+            return json_response({"status": "store failing", **body}, status=503)
+        return json_response({"status": "ready", **body})
 
     def reconfigure(self, config: Config) -> None:
         """Use a reloaded config (accounts, limits) from now on."""

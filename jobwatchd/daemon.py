@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
 import random
 import signal
+import sqlite3
 import stat
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
+import asyncpg
 from aiohttp import web
 
 from jobwatchd import __version__
@@ -37,7 +41,7 @@ from jobwatchd.models import StoredEvent
 from jobwatchd.poller import PollerPool
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.sinks import SinkContext, create_sink
-from jobwatchd.store import FleetStore, Store
+from jobwatchd.store import FleetStore, Store, redact_dsn
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
 from jobwatchd.stream import EventHub
@@ -266,6 +270,7 @@ class Daemon:
             for name in self.clients
         }
         return {
+            "store": tracker.store_state(),
             "active_jobs": len(tracker.active),
             "scheduled": len(self.scheduler),
             "polls": tracker.polls_done,
@@ -701,13 +706,73 @@ def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 
             demo = _create_demo_jobs(simulator, config.accounts[0].project_id)
             log.info("simulator.started", endpoint=endpoint, speed=10.0, demo_jobs=demo)
         try:
-            return await Daemon(config, simulator_endpoint=endpoint).run()
+            daemon = Daemon(config, simulator_endpoint=endpoint)
+            started.append(daemon)
+            return await daemon.run()
         finally:
             if sim_runner is not None:
                 await sim_runner.cleanup()
 
+    started: list[Daemon] = []
     log.info("daemon.starting", loop=loop_name, pid=os.getpid())
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except Exception as exc:
+        if started and started[0].ready.is_set():
+            raise  # a failure after start is a bug: keep its traceback
+        message, code = startup_failure(exc, config)
+        print(f"jobwatchd: cannot start: {message}", file=sys.stderr)
+        return code
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def startup_failure(exc: BaseException, config: Config) -> tuple[str, int]:
+    """One line naming why the daemon could not start, and the exit code: 2
+    ("fix the config or the environment"), or 1 for a PostgreSQL server that
+    is down or still starting (transient: the service manager restarts us with
+    its own backoff, which a start-up retry loop here would only duplicate)."""
+    exc = _root_cause(exc)
+    store = config.daemon.store
+    postgres = store.startswith(("postgresql://", "postgres://"))
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    if postgres and isinstance(exc, (ConnectionError, TimeoutError, asyncpg.CannotConnectNowError)):
+        return (
+            f"PostgreSQL at {redact_dsn(store)} is unreachable ({detail}); "
+            "start it or fix daemon.store (exit 1: retried by the service manager)",
+            1,
+        )
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"PostgreSQL at {redact_dsn(store)} refused us: {detail} (check daemon.store)", 2
+    if isinstance(exc, sqlite3.DatabaseError):
+        database = config.daemon.state_dir / DATABASE_FILE
+        return (
+            f"the database {database} is not usable ({detail}); "
+            "restore it from a backup or move it aside to start empty",
+            2,
+        )
+    if isinstance(exc, OSError):
+        if exc.errno == errno.EADDRINUSE:
+            return (
+                f"cannot listen on {config.api.listen}: address already in use "
+                "(stop the other process or change api.listen)",
+                2,
+            )
+        state_dir = config.daemon.state_dir
+        if state_dir.exists() and not state_dir.is_dir():
+            return f"daemon.state_dir {state_dir} is not a directory", 2
+        where = f": {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or detail
+        return (
+            f"{reason}{where} (check daemon.state_dir and the sinks' paths: they must be "
+            "writable directories/files with free space)",
+            2,
+        )
+    return f"{type(exc).__name__}: {detail}", 2
 
 
 def _create_demo_jobs(simulator: Any, project_id: str) -> list[dict[str, Any]]:

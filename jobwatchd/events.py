@@ -1,7 +1,9 @@
 """CloudEvents 1.0 (structured JSON mode) for transitions (PRODUCT §3). Pure, no I/O.
 
-Event ids are UUIDv5 of (job, subject, ordinal, status): the same transition
-observed again after a crash gets the same id, so consumers can de-duplicate.
+Event ids are UUIDv5 of (job, registration, subject, ordinal, status): the same
+transition observed again after a crash gets the same id, so consumers can
+de-duplicate, while a job cancelled and registered again starts a new series
+of ids (its registration time is part of the name).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from jobwatchd.statemachine import JobResponse, Transition
 EVENT_NAMESPACE = uuid.UUID("8d3c5f7e-4b1a-5c9e-9f0d-6a2b7c4e1f30")
 
 
-def event_id(job_id: str, transition: Transition) -> str:
-    """The stable id of ``transition`` of job ``job_id``."""
-    # A JSON array keeps the parts apart whatever characters upstream sends.
-    name = orjson.dumps([job_id, transition.subject, transition.ordinal, transition.to_status])
+def event_id(job_id: str, transition: Transition, registered_at: float) -> str:
+    """The stable id of ``transition`` of the registration of ``job_id`` made at
+    ``registered_at`` (the stored registration time, the same on every daemon)."""
+    # A JSON array keeps the parts apart whatever characters upstream sends;
+    # repr() renders the float exactly, so the name is the same after a reload.
+    name = orjson.dumps(
+        [job_id, repr(registered_at), transition.subject, transition.ordinal, transition.to_status]
+    )
     return str(uuid.uuid5(EVENT_NAMESPACE, name.decode()))
 
 
@@ -104,7 +110,7 @@ def build_events(
         else:
             event_type, subject = SUBJOB_TRANSITION, transition.subject
             data = _subjob_data(job, transition, when)
-        identifier = event_id(job.job_id, transition)
+        identifier = event_id(job.job_id, transition, job.registered_at)
         cloud_event = {
             "specversion": "1.0",
             "id": identifier,

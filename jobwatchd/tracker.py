@@ -17,12 +17,16 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import math
 import random
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import Counter
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.events import build_events
@@ -139,6 +143,36 @@ class _AccountState:
 
 
 @dataclass(slots=True)
+class _StoreHealth:
+    """Whether the last write of a poll's outcome reached the store."""
+
+    failing_since: float | None = None
+    last_error: str | None = None
+    failures: int = 0
+    logged_at: float = -math.inf
+    unlogged: int = 0
+
+
+# A failing store is logged at most this often; the count of failures in
+# between is part of the next line.
+STORE_FAILURE_LOG_INTERVAL = 10.0
+STORE_WRITE_FAILED = "STORE_WRITE_FAILED"
+
+_store_failure_counters: weakref.WeakKeyDictionary[Metrics, Counter] = weakref.WeakKeyDictionary()
+
+
+def _store_failure_counter(metrics: Metrics) -> Counter:
+    counter = _store_failure_counters.get(metrics)
+    if counter is None:
+        counter = _store_failure_counters[metrics] = Counter(
+            "jobwatchd_store_write_failures",
+            "Poll outcomes the store failed to record (retried on the next poll).",
+            registry=metrics.registry,
+        )
+    return counter
+
+
+@dataclass(slots=True)
 class _Models:
     by_type: dict[str, DurationModel] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
@@ -173,6 +207,8 @@ class Tracker:
         self._accounts: dict[str, _AccountState] = {}
         self._poll_metrics: dict[tuple[str, OutcomeKind], tuple[Any, Any]] = {}
         self._models = _Models()
+        self._store_health = _StoreHealth()
+        self._store_failures = _store_failure_counter(self.metrics)
         self._restoring = False
         self._deleted_while_restoring: set[str] = set()
         self.restored = 0
@@ -302,6 +338,7 @@ class Tracker:
     async def register(self, jobs: Sequence[NewJob]) -> list[Registration]:
         """Store ``jobs`` atomically and start polling the new ones."""
         results = await self.store.register(jobs, self._clock())
+        self._store_write_succeeded()
         created = 0
         for result in results:
             if result.created:
@@ -637,9 +674,10 @@ class Tracker:
             self.active.pop(job.job_id, None)
             self.scheduler.remove(job.job_id)
             return False
-        except Exception:
-            log.exception("store.write_failed", job_id=job.job_id)
+        except Exception as exc:
+            self._store_write_failed(job, exc, now)
             return False
+        self._store_write_succeeded()
         job.version = record.version
         job.status = sys.intern(snapshot.status)
         job.snapshot = snapshot
@@ -652,6 +690,71 @@ class Tracker:
             self._learn(record)
         self._on_events(stored)
         return True
+
+    def _store_write_failed(self, job: ActiveJob, exc: Exception, now: float) -> None:
+        """Make a lost write visible: the job's ``last_error``, a metric, the
+        store state in ``/readyz`` and a log line (at most one per
+        STORE_FAILURE_LOG_INTERVAL). The job's snapshot is not advanced, so
+        the next poll observes the same transitions and records them again."""
+        job.last_error = {
+            "code": STORE_WRITE_FAILED,
+            "message": f"{type(exc).__name__}: {exc}",
+            "http_status": None,
+            "at": iso_time(now),
+        }
+        self.note_store_failure(exc, job_id=job.job_id)
+
+    def note_store_failure(self, exc: Exception, *, job_id: str | None = None) -> None:
+        """Count and (rate-limited) log a failed store write; ``/readyz`` reports
+        the store as failing until a poll's write succeeds again."""
+        health = self._store_health
+        now = self._clock()
+        message = f"{type(exc).__name__}: {exc}"
+        self._store_failures.inc()
+        if health.failing_since is None:
+            health.failing_since = now
+        health.last_error = message
+        health.failures += 1
+        health.unlogged += 1
+        clock = time.monotonic()
+        if clock - health.logged_at >= STORE_FAILURE_LOG_INTERVAL:
+            log.error(
+                "store.write_failed",
+                job_id=job_id,
+                error=message,
+                failures_since_last_line=health.unlogged,
+                exc_info=health.logged_at == -math.inf,
+            )
+            health.logged_at = clock
+            health.unlogged = 0
+
+    def _store_write_succeeded(self) -> None:
+        health = self._store_health
+        if health.failing_since is None:
+            return
+        log.warning(
+            "store.recovered",
+            failures=health.failures,
+            failing_for=round(self._clock() - health.failing_since, 3),
+        )
+        self._store_health = _StoreHealth()
+
+    def store_state(self) -> dict[str, Any]:
+        """Whether poll outcomes reach the store (for ``/readyz``)."""
+        health = self._store_health
+        if health.failing_since is None:
+            return {"status": "ok"}
+        return {
+            "status": "failing",
+            "failing_since": iso_time(health.failing_since),
+            "failures": health.failures,
+            "last_error": health.last_error,
+        }
+
+    @property
+    def store_failing(self) -> bool:
+        """True while the last write of a poll's outcome failed."""
+        return self._store_health.failing_since is not None
 
     async def _current_record(self, job: ActiveJob) -> JobRecord:
         record = await self.store.get_job(job.job_id)

@@ -47,6 +47,7 @@ from tests.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 # Exactly representable, so the millisecond rendering is exact.
 OBSERVED_AT = 1461614921.5
+REGISTERED_AT = 1461614800.25
 OBSERVED_ISO = "2016-04-25T20:08:41.500Z"
 OBSERVED_DT = dt.datetime(2016, 4, 25, 20, 8, 41, 500000, tzinfo=dt.UTC)
 
@@ -105,6 +106,7 @@ def record_for(
         project_id=PROJECT_ID,
         account=account,
         status=status,
+        registered_at=REGISTERED_AT,
         labels=dict(labels if labels is not None else {"team": "infra"}),
     )
     if response is not None:
@@ -141,7 +143,7 @@ def test_vendor_example_events_are_valid_cloudevents(
     for transition, event in zip(transitions, events, strict=True):
         parsed = parse_cloud_event(event.payload)
         assert parsed.get_specversion() == "1.0"
-        assert parsed.get_id() == event.event_id == event_id(JOB_ID, transition)
+        assert parsed.get_id() == event.event_id == event_id(JOB_ID, transition, REGISTERED_AT)
         assert parsed.get_source() == "/jobwatchd/default"
         assert parsed.get_type() == event.type
         assert parsed.get_time() == OBSERVED_DT
@@ -338,17 +340,27 @@ def job_transition(ordinal: int, to_status: str, subject: str = "") -> Transitio
 
 def test_event_id_is_a_uuid5_in_the_jobwatchd_namespace() -> None:
     transition = job_transition(0, INIT)
-    identifier = event_id(JOB_ID, transition)
+    identifier = event_id(JOB_ID, transition, REGISTERED_AT)
     parsed = uuid.UUID(identifier)
     assert parsed.version == 5
     assert str(parsed) == identifier
-    name = orjson.dumps([JOB_ID, "", 0, INIT]).decode()
+    name = orjson.dumps([JOB_ID, repr(REGISTERED_AT), "", 0, INIT]).decode()
     assert identifier == str(uuid.uuid5(EVENT_NAMESPACE, name))
+
+
+def test_event_id_changes_with_the_registration() -> None:
+    # A job cancelled and registered again must not reuse the ids of its first life.
+    transition = job_transition(0, INIT)
+    assert event_id(JOB_ID, transition, REGISTERED_AT) != event_id(
+        JOB_ID, transition, REGISTERED_AT + 0.001
+    )
 
 
 def test_event_id_ignores_from_status_and_details() -> None:
     base = job_transition(3, RUNNING)
-    assert event_id(JOB_ID, base) == event_id(JOB_ID, dataclasses.replace(base, from_status=INIT))
+    assert event_id(JOB_ID, base, REGISTERED_AT) == event_id(
+        JOB_ID, dataclasses.replace(base, from_status=INIT), REGISTERED_AT
+    )
 
 
 @pytest.mark.parametrize(
@@ -361,7 +373,9 @@ def test_event_id_ignores_from_status_and_details() -> None:
     ],
 )
 def test_event_id_changes_with_each_component(job_id: str, transition: Transition) -> None:
-    assert event_id(job_id, transition) != event_id(JOB_ID, job_transition(0, INIT))
+    assert event_id(job_id, transition, REGISTERED_AT) != event_id(
+        JOB_ID, job_transition(0, INIT), REGISTERED_AT
+    )
 
 
 def test_event_ids_are_stable_across_redelivery_and_observation_time(
@@ -382,7 +396,7 @@ def test_event_ids_do_not_collide_for_subjects_or_statuses_containing_slashes() 
     # Both render as "<job>/a/0/X/1/Y" before hashing.
     first = Transition(kind="subjob", subject="a", ordinal=0, from_status=None, to_status="X/1/Y")
     second = Transition(kind="subjob", subject="a/0/X", ordinal=1, from_status=INIT, to_status="Y")
-    assert event_id(JOB_ID, first) != event_id(JOB_ID, second)
+    assert event_id(JOB_ID, first, REGISTERED_AT) != event_id(JOB_ID, second, REGISTERED_AT)
 
 
 # --- properties over whole job lives ------------------------------------------------------
@@ -449,7 +463,7 @@ def test_event_ids_never_repeat_across_a_life_and_are_reproducible(
         record_for(None), all_transitions, response=None, observed_at=observed_at + 1
     )
     assert [event.event_id for event in rebuilt] == ids
-    assert ids == [event_id(JOB_ID, t) for t in all_transitions]
+    assert ids == [event_id(JOB_ID, t, REGISTERED_AT) for t in all_transitions]
     # Another job with the very same history shares none of them.
     other = build_events(
         record_for(None, job_id="another-job"), all_transitions, response=None, observed_at=0.0

@@ -150,6 +150,11 @@ class ConflictError(Exception):
         self.project_id = project_id
 
 
+class StoreUnavailableError(Exception):
+    """The store could not do its work right now (locked by another process,
+    disk full, I/O error, server gone); nothing was changed, retry later."""
+
+
 class StaleWriteError(Exception):
     """The job changed (or vanished) since it was read; the write was not applied."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +34,16 @@ from jobwatchd.store import (
     ConflictError,
     Registration,
     StaleWriteError,
+    StoreUnavailableError,
     job_doc,
     job_from_row,
 )
 
 T = TypeVar("T")
+
+# Threads (each with its own connection) serving reads: API lists and
+# lookups, the sinks' reads of the event log.
+READER_THREADS = 2
 
 # Each entry upgrades the schema by one version; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -177,12 +183,45 @@ class SQLiteStore:
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # Reads run on their own threads and connections (WAL lets readers
+        # proceed while the one writer writes), so a burst of list scans never
+        # queues a registration or a poll's write behind it.
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA query_only=ON")
+            self._reader_local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the read-only ``fn`` on a reader thread's own connection."""
+        if self._readers is None:
+            raise RuntimeError("store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, lambda: fn(self._reader_conn())
+            )
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite: {exc}") from exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None or self._conn is None:
             raise RuntimeError("store is not open")
         conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O error
+            raise StoreUnavailableError(f"SQLite: {exc}") from exc
 
     async def open(self) -> None:
         """Open the database file (creating its directory) and migrate it."""
@@ -203,6 +242,9 @@ class SQLiteStore:
             return conn
 
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        self._readers = ThreadPoolExecutor(
+            max_workers=READER_THREADS, thread_name_prefix="jobwatchd-sqlite-read"
+        )
 
     async def close(self) -> None:
         """Checkpoint the WAL and close."""
@@ -213,6 +255,13 @@ class SQLiteStore:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
 
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        for reader in self._reader_conns:
+            reader.close()
+        self._reader_conns.clear()
+        self._reader_local = threading.local()
         await self._run(shutdown)
         self._executor.shutdown(wait=True)
         self._conn = None
@@ -301,7 +350,7 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else job_from_row(row)
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def list_jobs(
         self,
@@ -337,7 +386,7 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> list[JobRecord]:
             return [job_from_row(row) for row in conn.execute(query, params)]
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def delete_job(self, job_id: str) -> bool:
         """Stop tracking ``job_id``; its recorded events stay in the log."""
@@ -445,7 +494,7 @@ class SQLiteStore:
             )
             return [_event_from_row(row) for row in rows]
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def last_seq(self) -> int:
         """The newest sequence number, 0 for an empty log."""
@@ -454,7 +503,7 @@ class SQLiteStore:
             row = conn.execute("SELECT max(seq) FROM events").fetchone()
             return int(row[0] or 0)
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def recorded_at_after(self, seq: int) -> float | None:
         """The recording time of the first event after ``seq``."""
@@ -465,7 +514,7 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else float(row[0])
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def get_position(self, sink: str) -> int:
         """The sink's acknowledged position (0 when new)."""
@@ -474,7 +523,7 @@ class SQLiteStore:
             row = conn.execute("SELECT seq FROM sink_positions WHERE sink = ?", (sink,)).fetchone()
             return 0 if row is None else int(row[0])
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def set_position(self, sink: str, seq: int) -> None:
         """Advance the sink's position, never backwards."""
@@ -496,7 +545,7 @@ class SQLiteStore:
             rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status")
             return {row[0]: int(row[1]) for row in rows}
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def purge(self, before: float, sinks: Sequence[str]) -> tuple[int, int]:
         """Delete old terminal jobs and old events every sink has acknowledged."""
