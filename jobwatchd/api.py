@@ -176,7 +176,15 @@ class Api:
         """``POST /v1/jobs``: one job or ``{"jobs": [...]}``, atomically."""
         if not self.accepting:
             return problem(503, "Shutting down", "the daemon is draining; retry on another")
-        raw = await request.read()
+        try:
+            async with asyncio.timeout(self.config.api.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            return problem(
+                408,
+                "Request timeout",
+                f"the body took longer than {self.config.api.body_timeout:g} s (api.body_timeout)",
+            )
         with gc_paused():  # a batch builds several objects per job
             return await self._register(raw)
 

@@ -178,6 +178,14 @@ class ApiConfig:
     token_file: Path | None = None
     max_batch: int = 1000
     max_body: int = 1024**2
+    max_connections: int = 1024
+    """Open API connections at most; more are closed at once (the unit's LimitNOFILE
+    is sized for this)."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (from its start or
+    the previous response): idle and slow-header connections are closed after it."""
+    body_timeout: float = 30.0
+    """Seconds a request may take to send its body."""
 
     @property
     def unix_path(self) -> Path | None:
@@ -728,7 +736,19 @@ def _parse_daemon(data: Mapping[str, object], ctx: _Context) -> DaemonConfig:
 
 
 def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
-    table = _section(data, "api", ("listen", "token_file", "max_batch", "max_body"))
+    table = _section(
+        data,
+        "api",
+        (
+            "listen",
+            "token_file",
+            "max_batch",
+            "max_body",
+            "max_connections",
+            "header_timeout",
+            "body_timeout",
+        ),
+    )
     listen = _string(table.get("listen", DEFAULT_LISTEN), "api.listen")
     target = _parse_listen(listen, "api.listen")
     token_file = None
@@ -743,7 +763,23 @@ def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
     max_body = parse_size(table.get("max_body", 1024**2), "api.max_body")
     if max_body < 1:
         raise ConfigError("api.max_body", "must be at least 1B")
-    return ApiConfig(listen=listen, token_file=token_file, max_batch=max_batch, max_body=max_body)
+    max_connections = _integer(
+        table.get("max_connections", 1024), "api.max_connections", 8, 1_000_000
+    )
+    timeouts = {}
+    for name, default in (("header_timeout", "10s"), ("body_timeout", "30s")):
+        seconds = parse_duration(table.get(name, default), f"api.{name}")
+        if not 0 < seconds <= 3600:
+            raise ConfigError(f"api.{name}", "must be greater than 0 and at most 1h")
+        timeouts[name] = seconds
+    return ApiConfig(
+        listen=listen,
+        token_file=token_file,
+        max_batch=max_batch,
+        max_body=max_body,
+        max_connections=max_connections,
+        **timeouts,
+    )
 
 
 _ACCOUNT_KEYS: Final = (
@@ -1328,6 +1364,9 @@ def render_effective(config: Config) -> str:
             "token_file": None if config.api.token_file is None else str(config.api.token_file),
             "max_batch": config.api.max_batch,
             "max_body": _toml_size(config.api.max_body),
+            "max_connections": config.api.max_connections,
+            "header_timeout": _toml_duration(config.api.header_timeout),
+            "body_timeout": _toml_duration(config.api.body_timeout),
         }
     )
     polling = config.polling

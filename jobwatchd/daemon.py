@@ -52,6 +52,51 @@ from jobwatchd.upstream import Authenticator, NoAuth, TokenAuth, UpstreamClient
 
 log = get_logger("jobwatchd.daemon")
 
+
+class _Refused(asyncio.Protocol):
+    """A connection over ``api.max_connections``: told so, and closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                b"Retry-After: 1\r\nContent-Length: 0\r\n\r\n"
+            )
+        transport.close()
+
+
+class _BoundedServer(web.Server):
+    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+        self.refused = 0
+
+    def __call__(self) -> Any:
+        if len(self.connections) >= self.max_connections:
+            self.refused += 1
+            return _Refused()
+        return super().__call__()
+
+
+class BoundedRunner(web.AppRunner):
+    """An AppRunner whose server takes at most ``max_connections`` connections at once."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._max_connections = max_connections
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        # the same server, with the bound: rebuilt from what AppRunner chose
+        return _BoundedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            max_connections=self._max_connections,
+            **plain._kwargs,
+        )
+
+
 DRAIN_TIMEOUT = 10.0
 DATABASE_FILE = "jobwatchd.db"
 SUPERVISE_INTERVAL = 0.5
@@ -411,7 +456,16 @@ class Daemon:
         dead_letters = DeadLetterStore(self.config.daemon.state_dir)
         add_routes(app, DeadLetterService(dead_letters, self._sinks))
         self.metrics.watch(self._metrics_snapshot)
-        app_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        app_runner = BoundedRunner(
+            app,
+            max_connections=self.config.api.max_connections,
+            access_log=None,
+            handle_signals=False,
+            # aiohttp closes a connection whose handler still waits for a
+            # request's headers this long after the start or the last response:
+            # idle keep-alive and slow-header (slowloris) connections alike.
+            keepalive_timeout=self.config.api.header_timeout,
+        )
         core: list[asyncio.Task[Any]] = []
         exit_code = 0
         try:

@@ -430,6 +430,7 @@ def _operations(config: Config) -> dict[str, dict[str, Any]]:
                         "Newly tracked (for a batch: at least one was).",
                     ),
                     "400": bad,
+                    "408": _problem("The body took longer than api.body_timeout."),
                     "409": _problem("Tracked under another project; nothing was stored."),
                     "413": too_large,
                     "500": internal,

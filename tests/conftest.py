@@ -157,6 +157,7 @@ def write_config(
     listen: str = "127.0.0.1:0",
     sinks: str | None = None,
     extra_daemon: str = "",
+    extra_api: str = "",
 ) -> Path:
     """A daemon config tuned for tests: fast polling, log + file sinks."""
     if sinks is None:
@@ -170,6 +171,7 @@ log_level = "info"
 
 [api]
 listen = "{listen}"
+{extra_api}
 
 [[accounts]]
 name = "default"

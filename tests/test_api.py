@@ -44,13 +44,14 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    tmp_path: Path, sim: RunningSimulator, extra: str = ""
+    tmp_path: Path, sim: RunningSimulator, extra: str = "", extra_api: str = ""
 ) -> AsyncIterator[Api]:
     config_path = write_config(
         tmp_path / "c.toml",
         endpoint=sim.url,
         state_dir=tmp_path / "state",
         extra=extra,
+        extra_api=extra_api,
         sinks='[[sinks]]\ntype = "file"\npath = "events.jsonl"\n',
     )
     daemon = Daemon(load_config(config_path))

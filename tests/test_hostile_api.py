@@ -179,3 +179,67 @@ async def test_other_sites_and_rebound_names_are_refused(
         assert resp.status == status
         if status != 200:
             assert resp.content_type == PROBLEM
+
+
+# -- 3. connections: idle, slow headers, slow bodies, too many ----------------------------
+
+BOUNDS = 'max_connections = 8\nheader_timeout = "1s"\nbody_timeout = "1s"'
+
+
+@pytest.fixture
+async def bounded(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Api]:
+    async with running_daemon(tmp_path, simulator, extra_api=BOUNDS) as running:
+        yield running
+
+
+async def _connect(api: Api) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "], ids=["idle", "slow"]
+)
+async def test_idle_and_slow_header_connections_are_closed(bounded: Api, sent: bytes) -> None:
+    reader, writer = await _connect(bounded)
+    writer.write(sent)
+    await writer.drain()
+    async with asyncio.timeout(10):  # header_timeout is 1 s
+        assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_slow_body_gets_408(bounded: Api) -> None:
+    reader, writer = await _connect(bounded)
+    writer.write(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"job_id"'
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):  # body_timeout is 1 s
+        answer = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    status, body, _ = await bounded.call("GET", "/v1/jobs")
+    assert status == 200 and body["jobs"] == []
+
+
+async def test_connections_over_the_bound_are_refused_and_capacity_comes_back(
+    bounded: Api,
+) -> None:
+    held = [await _connect(bounded) for _ in range(8)]
+    reader, writer = await _connect(bounded)
+    async with asyncio.timeout(10):
+        refused = await reader.read()
+    writer.close()
+    assert refused.startswith(b"HTTP/1.1 503"), refused
+    # the held ones time out (header_timeout), and the API answers again
+    async with asyncio.timeout(10):
+        for held_reader, _ in held:
+            assert await held_reader.read() == b""
+    for _, held_writer in held:
+        held_writer.close()
+    status, _, _ = await bounded.call("GET", "/healthz")
+    assert status == 200
