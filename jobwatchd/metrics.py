@@ -208,6 +208,11 @@ class Metrics:
             "How late the event loop ran a timer, last measured.",
             registry=registry,
         )
+        self.store_write_failures = Counter(
+            "jobwatchd_store_write_failures",
+            "Poll outcomes the store failed to record (retried on the next poll).",
+            registry=registry,
+        )
         self.reloads = Counter(
             "jobwatchd_config_reloads", "SIGHUP reloads by result.", ["result"], registry=registry
         )

@@ -21,12 +21,9 @@ import math
 import random
 import sys
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from prometheus_client import Counter
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.events import build_events
@@ -158,19 +155,6 @@ class _StoreHealth:
 STORE_FAILURE_LOG_INTERVAL = 10.0
 STORE_WRITE_FAILED = "STORE_WRITE_FAILED"
 
-_store_failure_counters: weakref.WeakKeyDictionary[Metrics, Counter] = weakref.WeakKeyDictionary()
-
-
-def _store_failure_counter(metrics: Metrics) -> Counter:
-    counter = _store_failure_counters.get(metrics)
-    if counter is None:
-        counter = _store_failure_counters[metrics] = Counter(
-            "jobwatchd_store_write_failures",
-            "Poll outcomes the store failed to record (retried on the next poll).",
-            registry=metrics.registry,
-        )
-    return counter
-
 
 @dataclass(slots=True)
 class _Models:
@@ -208,7 +192,6 @@ class Tracker:
         self._poll_metrics: dict[tuple[str, OutcomeKind], tuple[Any, Any]] = {}
         self._models = _Models()
         self._store_health = _StoreHealth()
-        self._store_failures = _store_failure_counter(self.metrics)
         self._restoring = False
         self._deleted_while_restoring: set[str] = set()
         self.restored = 0
@@ -710,7 +693,7 @@ class Tracker:
         health = self._store_health
         now = self._clock()
         message = f"{type(exc).__name__}: {exc}"
-        self._store_failures.inc()
+        self.metrics.store_write_failures.inc()
         if health.failing_since is None:
             health.failing_since = now
         health.last_error = message
