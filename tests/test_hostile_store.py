@@ -43,16 +43,23 @@ def _metric(daemon: DaemonProcess, name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
+def _started(
+    tmp_path: Path, sim: RunningSimulator, factory: Callable[[Path], DaemonProcess]
+) -> tuple[DaemonProcess, Path]:
+    """A daemon on SQLite polling ``sim``, started; and its state directory."""
+    state = tmp_path / "state"
+    daemon = factory(write_config(tmp_path / "c.toml", endpoint=sim.url, state_dir=state))
+    daemon.start()
+    return daemon, state
+
+
 def test_a_cancelled_job_registered_again_is_tracked_to_the_end(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
     daemon_factory: Callable[[Path], DaemonProcess],
 ) -> None:
     job_id = threaded_simulator.sim.create_job("createServer", count=2, duration=400)
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon, state = _started(tmp_path, threaded_simulator, daemon_factory)
     status, _, _ = http("POST", f"{daemon.url}/v1/jobs", {"job_id": job_id})
     assert status == 201
     wait_until(lambda: _job(daemon, job_id)["history"], timeout=20, what="first observation")
@@ -86,10 +93,7 @@ def test_a_store_write_failing_during_a_poll_is_visible_and_recovers(
     daemon_factory: Callable[[Path], DaemonProcess],
 ) -> None:
     job_id = threaded_simulator.sim.create_job("createServer", count=1, duration=300)
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon, state = _started(tmp_path, threaded_simulator, daemon_factory)
     status, _, _ = http("POST", f"{daemon.url}/v1/jobs", {"job_id": job_id})
     assert status == 201
     # Another process holds the write lock: every write of the daemon times out.
@@ -197,10 +201,7 @@ def test_a_registration_the_store_refuses_gets_503_with_retry_after(
     daemon_factory: Callable[[Path], DaemonProcess],
 ) -> None:
     job_id = threaded_simulator.sim.create_job("createServer", count=1, duration=100)
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon, state = _started(tmp_path, threaded_simulator, daemon_factory)
     holder = sqlite3.connect(state / "jobwatchd.db", isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")
