@@ -69,11 +69,9 @@ class _BoundedServer(web.Server):
     def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_connections = max_connections
-        self.refused = 0
 
     def __call__(self) -> Any:
         if len(self.connections) >= self.max_connections:
-            self.refused += 1
             return _Refused()
         return super().__call__()
 
