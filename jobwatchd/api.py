@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from jobwatchd import __version__
-from jobwatchd.config import Config, ConfigError, parse_duration
+from jobwatchd.config import ApiConfig, Config, ConfigError, parse_duration
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewJob
 from jobwatchd.openapi import build_document
@@ -32,6 +33,10 @@ log = get_logger("jobwatchd.api")
 
 PROBLEM_TYPE = "application/problem+json"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The body types an HTML form can send; only text/plain can carry a JSON body.
+FORM_ONLY_TYPES = frozenset({"text/plain", "multipart/form-data"})
 MAX_WAIT_SECONDS = 3600.0
 MAX_LIST_LIMIT = 1000
 _REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
@@ -51,6 +56,84 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
     """An RFC 9457 problem document."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_TYPE)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginPolicy:
+    """Which names a request may use for this daemon, and whether ``Host`` is checked."""
+
+    names: frozenset[str]
+    extra_names: frozenset[str]
+    check_host: bool
+
+    @classmethod
+    def for_api(cls, api: ApiConfig) -> OriginPolicy:
+        """Loopback names, the listen address and ``api.allowed_hosts``.
+
+        A Unix socket has no Host to check; nor has a wildcard listen address
+        (which requires a token) unless ``allowed_hosts`` names what to accept.
+        """
+        listen = api.host
+        wildcard = listen in WILDCARD_HOSTS
+        names = LOOPBACK_NAMES | set(api.allowed_hosts)
+        if listen is not None and not wildcard:
+            names |= {listen}
+        check_host = listen is not None and (not wildcard or bool(api.allowed_hosts))
+        return cls(frozenset(names), frozenset(api.allowed_hosts), check_host)
+
+    def allows(self, authority: str) -> bool:
+        """Whether ``host[:port]`` names this daemon."""
+        try:
+            host = urlsplit(f"//{authority}").hostname
+        except ValueError:
+            return False
+        return host is not None and host in self.names
+
+    def allows_origin(self, origin: str, host: str) -> bool:
+        """Whether a page at ``origin`` may call: this daemon's own origin as the
+        request names it, or an ``api.allowed_hosts`` name (another port on
+        localhost is another site's page)."""
+        try:
+            parts = urlsplit(origin)
+            origin_host = parts.hostname
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or origin_host is None:
+            return False
+        return parts.netloc == host or origin_host in self.extra_names
+
+
+def browser_refusal(
+    policy: OriginPolicy,
+    *,
+    method: str,
+    host: str,
+    origin: str | None,
+    fetch_site: str | None,
+    content_type: str | None,
+) -> tuple[int, str, str] | None:
+    """Why a request that a browser page may have sent is refused, or None.
+
+    A page on another site can reach a loopback daemon: DNS rebinding sends our
+    address under its own name (421 unless ``Host`` names this daemon); a
+    cross-site request carries ``Origin`` or ``Sec-Fetch-Site`` (403 unless it is
+    this daemon's own origin); and a form can post JSON without either only as
+    ``text/plain`` (old browsers), which no client of this API sends (415).
+    """
+    if policy.check_host and not policy.allows(host):
+        return 421, "Misdirected request", "the Host header does not name this daemon"
+    if fetch_site == "cross-site" or (
+        origin is not None and not policy.allows_origin(origin, host)
+    ):
+        return 403, "Forbidden", "cross-site requests are refused"
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if method not in SAFE_METHODS and media_type in FORM_ONLY_TYPES:
+        return (
+            415,
+            "Unsupported media type",
+            f"{media_type} bodies are refused; send Content-Type: application/json",
+        )
+    return None
 
 
 def invalid(error: ValidationError) -> web.Response:
@@ -75,6 +158,7 @@ class Api:
         self.readiness = readiness or (lambda: {})
         self._draining = asyncio.Event()
         self._openapi: bytes | None = None
+        self._origin_policy = OriginPolicy.for_api(config.api)
 
     @property
     def accepting(self) -> bool:
@@ -140,21 +224,18 @@ class Api:
             log.exception("api.error", method=request.method, path=request.path)
             return problem(500, "Internal error", "the request failed; see the daemon's log")
 
-    def _host_allowed(self, authority: str) -> bool:
-        host = urlsplit(f"//{authority}").hostname
-        return host is not None and host in (LOOPBACK_NAMES | {self.config.api.host})
-
     @web.middleware
     async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # A page in a browser may reach a loopback daemon: refuse other sites'
-        # requests and names that only rebind to us (DNS rebinding).
-        if self.config.api.unix_path is None and not self._host_allowed(request.host):
-            return problem(421, "Misdirected request", "the Host header does not name this daemon")
-        origin = request.headers.get("Origin")
-        if request.headers.get("Sec-Fetch-Site") == "cross-site" or (
-            origin is not None and not self._host_allowed(urlsplit(origin).netloc)
-        ):
-            return problem(403, "Forbidden", "cross-site requests are refused")
+        refusal = browser_refusal(
+            self._origin_policy,
+            method=request.method,
+            host=request.host,
+            origin=request.headers.get("Origin"),
+            fetch_site=request.headers.get("Sec-Fetch-Site"),
+            content_type=request.headers.get("Content-Type"),
+        )
+        if refusal is not None:
+            return problem(*refusal)
         return await handler(request)
 
     @web.middleware
@@ -343,6 +424,7 @@ class Api:
         """Use a reloaded config (accounts, limits) from now on."""
         self.config = config
         self._openapi = None
+        self._origin_policy = OriginPolicy.for_api(config.api)
 
     async def openapi(self, request: web.Request) -> web.Response:
         """``GET /openapi.json``: the OpenAPI 3.1 description of this API."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -186,6 +187,9 @@ class ApiConfig:
     the previous response): idle and slow-header connections are closed after it."""
     body_timeout: float = 30.0
     """Seconds a request may take to send its body."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names besides the loopback names and the listen address that requests may
+    name in ``Host``/``Origin`` (a reverse proxy's name, an alias)."""
 
     @property
     def unix_path(self) -> Path | None:
@@ -747,6 +751,7 @@ def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
             "max_connections",
             "header_timeout",
             "body_timeout",
+            "allowed_hosts",
         ),
     )
     listen = _string(table.get("listen", DEFAULT_LISTEN), "api.listen")
@@ -778,8 +783,33 @@ def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
         max_batch=max_batch,
         max_body=max_body,
         max_connections=max_connections,
+        allowed_hosts=_parse_allowed_hosts(table.get("allowed_hosts", [])),
         **timeouts,
     )
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def _parse_allowed_hosts(value: object) -> tuple[str, ...]:
+    """``api.allowed_hosts``: DNS names or IP addresses, without scheme or port."""
+    if not isinstance(value, list) or len(value) > 64:
+        raise ConfigError("api.allowed_hosts", "must be a list of at most 64 host names")
+    hosts = []
+    for index, item in enumerate(value):
+        key = f"api.allowed_hosts[{index}]"
+        if not isinstance(item, str):
+            raise ConfigError(key, "must be a string")
+        host = item.strip().lower().removeprefix("[").removesuffix("]")
+        with contextlib.suppress(ValueError):
+            hosts.append(str(ipaddress.ip_address(host)))
+            continue
+        if not _HOST_NAME.fullmatch(host):
+            raise ConfigError(key, "must be a host name or IP address, without scheme or port")
+        hosts.append(host)
+    return tuple(hosts)
 
 
 _ACCOUNT_KEYS: Final = (
@@ -1367,6 +1397,7 @@ def render_effective(config: Config) -> str:
             "max_connections": config.api.max_connections,
             "header_timeout": _toml_duration(config.api.header_timeout),
             "body_timeout": _toml_duration(config.api.body_timeout),
+            "allowed_hosts": list(config.api.allowed_hosts),
         }
     )
     polling = config.polling

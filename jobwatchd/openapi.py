@@ -639,6 +639,15 @@ def _operations(config: Config) -> dict[str, dict[str, Any]]:
 def build_document(config: Config, *, token: bool) -> dict[str, Any]:
     """The OpenAPI document for a daemon running ``config`` (``token``: one is required)."""
     paths = _operations(config)
+    misdirected = _problem("The Host header names neither this daemon nor api.allowed_hosts.")
+    cross_site = _problem("Sent by another site's page (Origin or Sec-Fetch-Site).")
+    form_body = _problem("A text/plain or multipart/form-data body (what a form can send).")
+    for operations in paths.values():
+        for method, operation in operations.items():
+            operation["responses"].setdefault("421", misdirected)
+            operation["responses"].setdefault("403", cross_site)
+            if method not in ("get", "head"):
+                operation["responses"].setdefault("415", form_body)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

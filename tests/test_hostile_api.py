@@ -168,8 +168,9 @@ async def test_a_pending_long_poll_is_answered_when_the_daemon_drains(
         ({"Host": "evil.example:80"}, 421),
         ({"Origin": "http://evil.example"}, 403),
         ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Origin": "http://127.0.0.1:1"}, 403),
+        ({"Origin": "null"}, 403),
         ({"Host": "localhost"}, 200),
-        ({"Origin": "http://127.0.0.1:1"}, 200),
     ],
 )
 async def test_other_sites_and_rebound_names_are_refused(
@@ -179,6 +180,82 @@ async def test_other_sites_and_rebound_names_are_refused(
         assert resp.status == status
         if status != 200:
             assert resp.content_type == PROBLEM
+
+
+async def test_the_daemons_own_origin_may_call(api: Api) -> None:
+    async with api.session.get(api.url + "/v1/jobs", headers={"Origin": api.url}) as resp:
+        assert resp.status == 200
+
+
+async def test_a_text_plain_form_post_registers_nothing(api: Api) -> None:
+    # <form enctype="text/plain"> in an old browser: no Origin, no Sec-Fetch-*, a JSON body.
+    job_id = api.sim.sim.create_job("createServer")
+    body = '{"job_id": "' + job_id + '"}'
+    for content_type in ("text/plain", "multipart/form-data; boundary=x"):
+        async with api.session.post(
+            api.url + "/v1/jobs", data=body, headers={"Content-Type": content_type}
+        ) as resp:
+            assert resp.status == 415
+            assert (await resp.json(content_type=PROBLEM))["status"] == 415
+    assert (await api.call("GET", "/v1/jobs"))[1]["jobs"] == []
+    # What `curl -d` sends is still taken.
+    async with api.session.post(
+        api.url + "/v1/jobs",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as resp:
+        assert resp.status == 201
+
+
+async def test_allowed_hosts_admit_a_proxys_name(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    async with running_daemon(
+        tmp_path, simulator, extra_api='allowed_hosts = ["jobs.example"]'
+    ) as running:
+        for host, status in (
+            ("jobs.example", 200),
+            ("jobs.example:443", 200),
+            ("evil.example", 421),
+        ):
+            async with running.session.get(
+                running.url + "/v1/jobs", headers={"Host": host}
+            ) as resp:
+                assert (host, resp.status) == (host, status)
+
+
+async def test_a_wildcard_listener_takes_any_host_with_its_token(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    token.chmod(0o600)
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint=simulator.url,
+        state_dir=tmp_path / "state",
+        listen="0.0.0.0:0",
+        extra_api=f'token_file = "{token}"',
+    )
+    daemon = Daemon(load_config(config))
+    run = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            await daemon.ready.wait()
+        port = daemon.address.rsplit(":", 1)[1]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                f"http://127.0.0.1:{port}/v1/jobs",
+                headers={"Host": f"203.0.113.7:{port}", "Authorization": "Bearer s3cret-token"},
+            ) as resp:
+                assert resp.status == 200
+            async with session.get(
+                f"http://127.0.0.1:{port}/v1/jobs", headers={"Host": f"203.0.113.7:{port}"}
+            ) as resp:
+                assert resp.status == 401
+    finally:
+        daemon.stop_requested.set()
+        assert await asyncio.wait_for(run, 20) == 0
 
 
 # -- 3. connections: idle, slow headers, slow bodies, too many ----------------------------

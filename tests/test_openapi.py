@@ -352,6 +352,19 @@ async def _tour(contract: Contract, daemon: Daemon, simulator: RunningSimulator)
     assert (await call("GET", "/openapi.json"))[0] == 200
     assert (await call("GET", "/openapi.json", token=False))[0] == 401
 
+    # Browser-page refusals come before routing and apply to every operation.
+    for template, operations in contract.document["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "x", template)
+        for method in operations:
+            verb = method.upper()
+            rebound = await call(verb, path, headers={"Host": "evil.example"}, valid=False)
+            assert rebound[0] == 421
+            other_site = await call(verb, path, headers={"Origin": "http://evil.example"})
+            assert other_site[0] == 403
+            if method != "get":
+                form = {"Content-Type": "text/plain"}
+                assert (await call(verb, path, raw=b"{}", headers=form, valid=False))[0] == 415
+
     await daemon.stream_hub.close()  # as when the daemon stops
     assert (await call("GET", "/v1/events"))[0] == 503
 
