@@ -1,10 +1,13 @@
 """``GET /v1/events``: Server-Sent Events served from the durable event log.
 
-Every stream reads the event log (``Store.events_after``) from its own cursor,
-so history and live events take the same path and a stream never holds more
-than one page of the log. :class:`EventHub` only rings a bell when the tracker
-records events; each stream then reads what is new. Nothing the daemon does
-waits on a stream, so a slow or stalled reader only ever stalls itself.
+Every stream follows the event log from its own cursor. :class:`EventHub` reads
+the newest part of the log once, whatever the number of streams: when the
+tracker records events it reads what is new into a bounded in-memory tail, then
+wakes the streams, which serve it from memory. A stream behind the tail (a
+client catching up on history) reads the log itself, a page at a time, until it
+reaches the tail. So a burst of events costs one store read per page, not one
+per stream, and registrations and polls never queue behind streams. Nothing the
+daemon does waits on a stream, so a slow or stalled reader only stalls itself.
 
 Wire format, one SSE event per recorded CloudEvent::
 
@@ -29,6 +32,7 @@ reason ``shutdown``, ends every stream when the daemon stops.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import socket
 import time
@@ -74,6 +78,8 @@ class StreamSettings:
     """Seconds a closed slow stream may take to flush before the connection is dropped."""
     max_streams: int = 256
     """Concurrent streams; more get 503."""
+    tail: int = 4096
+    """Newest events kept in memory for the streams that are caught up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,21 +93,45 @@ class StreamFilter:
     labels: Mapping[str, str] = field(default_factory=dict)
     """Labels of the (parent) job; all of them."""
 
-    def matches(self, event: StoredEvent) -> bool:
-        """Whether ``event`` passes."""
+    def matches(self, item: FramedEvent) -> bool:
+        """Whether the event passes."""
+        event = item.event
         if self.jobs and event.job_id not in self.jobs:
             return False
         if self.types and event.type not in self.types:
             return False
         if self.labels:
-            try:
-                labels = orjson.loads(event.payload)["data"]["labels"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                return False
-            if not isinstance(labels, dict):
+            labels = item.labels()
+            if labels is None:
                 return False
             return all(labels.get(key) == value for key, value in self.labels.items())
         return True
+
+
+@dataclass(slots=True)
+class FramedEvent:
+    """A stored event with its SSE frame, made once however many streams send it."""
+
+    event: StoredEvent
+    frame: bytes
+    _labels: Mapping[str, object] | None = None
+    _parsed: bool = False
+
+    @classmethod
+    def of(cls, event: StoredEvent) -> FramedEvent:
+        """Frame ``event``."""
+        return cls(event, frame(event))
+
+    def labels(self) -> Mapping[str, object] | None:
+        """The (parent) job's labels from the payload, parsed on first use."""
+        if not self._parsed:
+            self._parsed = True
+            try:
+                labels = orjson.loads(self.event.payload)["data"]["labels"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                labels = None
+            self._labels = labels if isinstance(labels, dict) else None
+        return self._labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +208,18 @@ class EventHub:
         self.settings = settings or StreamSettings()
         self._wake = asyncio.Event()
         self._closed = False
+        self._tail: list[FramedEvent] = []
+        self._tail_base: int | None = None
+        """Every event after this seq up to the newest read is in ``_tail``."""
+        self._tail_end = 0
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._stale = False
         self.open_streams = 0
         self.streams_served = 0
         self.events_sent = 0
         self.slow_closed = 0
+        self.store_reads = 0
+        """Log reads made for the streams: by the hub for the tail, and by streams behind it."""
 
     @property
     def closed(self) -> bool:
@@ -194,14 +232,66 @@ class EventHub:
         return self._wake
 
     def notify(self) -> None:
-        """New events were recorded: every waiting stream reads the log again."""
+        """New events were recorded: read them into the tail, then wake the streams."""
+        self._stale = True
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())
+
+    def _wake_streams(self) -> None:
         wake, self._wake = self._wake, asyncio.Event()
         wake.set()
+
+    async def _refresh(self) -> None:
+        try:
+            while self._stale and not self._closed:
+                self._stale = False
+                await self._read_new()
+                self._wake_streams()
+        except Exception as exc:  # the store is failing: streams read it themselves
+            log.warning("stream.tail_read_failed", error=str(exc))
+            self._tail, self._tail_base = [], None
+            self._wake_streams()
+
+    async def _read_new(self) -> None:
+        if self._tail_base is None:
+            self.store_reads += 1
+            self._tail_end = self._tail_base = await self.store.last_seq()
+            return
+        page = self.settings.page
+        while True:
+            self.store_reads += 1
+            events = await self.store.events_after(self._tail_end, page)
+            if events:
+                self._tail.extend(FramedEvent.of(event) for event in events)
+                self._tail_end = events[-1].seq
+                self._trim()
+            if len(events) < page:
+                return
+
+    def _trim(self) -> None:
+        excess = len(self._tail) - self.settings.tail
+        if excess > 0:
+            self._tail_base = self._tail[excess - 1].event.seq
+            del self._tail[:excess]
+
+    async def read_after(self, cursor: int, limit: int) -> list[FramedEvent]:
+        """Up to ``limit`` events after ``cursor``: from the tail when it covers the
+        cursor, else from the log (a client catching up on history)."""
+        base = self._tail_base
+        if base is not None and base <= cursor:
+            start = bisect.bisect_right(self._tail, cursor, key=lambda item: item.event.seq)
+            return self._tail[start : start + limit]
+        self.store_reads += 1
+        return [FramedEvent.of(event) for event in await self.store.events_after(cursor, limit)]
 
     async def close(self, app: web.Application | None = None) -> None:
         """End every stream (with reason ``shutdown``) and refuse new ones."""
         self._closed = True
-        self.notify()
+        self._wake_streams()
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
 
     def stats(self) -> dict[str, int]:
         """Counters, for readiness and tests."""
@@ -210,6 +300,7 @@ class EventHub:
             "served": self.streams_served,
             "events_sent": self.events_sent,
             "closed_slow": self.slow_closed,
+            "store_reads": self.store_reads,
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -224,6 +315,8 @@ class EventHub:
         # The slot is taken before the first await, so concurrent opens cannot
         # all pass the check above; every path out gives it back.
         self.open_streams += 1
+        if self._tail_base is None:
+            self.notify()  # start the tail, so this stream is served from it once caught up
         try:
             return await self._serve(request, parsed)
         finally:
@@ -335,9 +428,9 @@ class _Stream:
             if end is not None and self.cursor >= end:
                 await self._send_cursor()
                 return
-            events = await self.hub.store.events_after(self.cursor, settings.page)
+            events = await self.hub.read_after(self.cursor, settings.page)
             if end is not None:
-                events = [event for event in events if event.seq <= end]
+                events = [item for item in events if item.event.seq <= end]
             if events:
                 await self._send(events)
                 if len(events) == settings.page:
@@ -351,17 +444,17 @@ class _Stream:
             except TimeoutError:
                 await self._heartbeat()
 
-    async def _send(self, events: list[StoredEvent]) -> None:
+    async def _send(self, events: list[FramedEvent]) -> None:
         buffer = bytearray()
         count = 0
         newest = self.last_sent
-        for event in events:
-            self.cursor = event.seq
-            if not self.filter.matches(event):
+        for item in events:
+            self.cursor = item.event.seq
+            if not self.filter.matches(item):
                 continue
-            buffer += frame(event)
+            buffer += item.frame
             count += 1
-            newest = event.seq
+            newest = item.event.seq
             if len(buffer) >= _CHUNK:
                 await self._flush(buffer, count, newest)
                 buffer.clear()

@@ -242,6 +242,7 @@ async def test_a_wildcard_listener_takes_any_host_with_its_token(
     try:
         async with asyncio.timeout(10):
             await daemon.ready.wait()
+        assert daemon.address is not None
         port = daemon.address.rsplit(":", 1)[1]
         async with aiohttp.ClientSession() as session:
             async with session.get(
