@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import asyncpg
 from aiohttp import web
@@ -66,14 +66,51 @@ class _Refused(asyncio.Protocol):
 
 
 class _BoundedServer(web.Server):
-    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    """At the bound, a new connection takes the place of the oldest one that is
+    waiting for a request (idle keep-alive, or headers still arriving), so held
+    connections cannot lock out a health check; only when every connection is
+    serving a request is the new one refused."""
+
+    def __init__(self, handler: Any, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        self._busy: set[asyncio.BaseTransport] = set()
+
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
+            transport = request.transport
+            if transport is None:
+                return cast(web.StreamResponse, await handler(request))
+            self._busy.add(transport)
+            try:
+                return cast(web.StreamResponse, await handler(request))
+            finally:
+                self._busy.discard(transport)
+
+        super().__init__(serve, *args, **kwargs)
         self.max_connections = max_connections
+        self.evicted = 0
 
     def __call__(self) -> Any:
-        if len(self.connections) >= self.max_connections:
+        if len(self.connections) >= self.max_connections and not self._evict_one_waiting():
             return _Refused()
         return super().__call__()
+
+    def stats(self) -> dict[str, int]:
+        """Open connections, those serving a request, and those displaced so far."""
+        return {
+            "connections": len(self.connections),
+            "serving": len(self._busy),
+            "displaced": self.evicted,
+            "max": self.max_connections,
+        }
+
+    def _evict_one_waiting(self) -> bool:
+        for connection in self.connections:  # oldest first
+            transport = connection.transport
+            if transport is None or transport.is_closing() or transport in self._busy:
+                continue
+            transport.close()
+            self.evicted += 1
+            return True
+        return False
 
 
 class BoundedRunner(web.AppRunner):
@@ -205,6 +242,7 @@ class Daemon:
         self.store: Store = open_store(config)
         self.fleet: Fleet | None = None
         self.stream_hub = EventHub(self.store)
+        self.api_runner: BoundedRunner | None = None
         self.scheduler = Scheduler()
         self.metrics = Metrics()
         self.clients: dict[str, UpstreamClient] = {}
@@ -321,9 +359,14 @@ class Daemon:
             "pollers": self.pollers.alive if self.pollers else 0,
             "reloads": self.reloads,
             "streams": self.stream_hub.stats(),
+            "api": self._api_stats(),
             "accounts": accounts,
             "sinks": {runner.name: runner.stats() for runner in self.runners.values()},
         }
+
+    def _api_stats(self) -> dict[str, int]:
+        server = self.api_runner.server if self.api_runner is not None else None
+        return server.stats() if isinstance(server, _BoundedServer) else {}
 
     def _metrics_snapshot(self) -> Snapshot:
         now = time.time()
@@ -464,6 +507,7 @@ class Daemon:
             # idle keep-alive and slow-header (slowloris) connections alike.
             keepalive_timeout=self.config.api.header_timeout,
         )
+        self.api_runner = app_runner
         core: list[asyncio.Task[Any]] = []
         exit_code = 0
         try:

@@ -315,6 +315,15 @@ def _schemas(config: Config) -> dict[str, Any]:
             "properties": {
                 "status": {"const": "ready"},
                 "active_jobs": {"type": "integer"},
+                "api": {
+                    "type": "object",
+                    "description": "API connections: open, serving a request, displaced"
+                    " at the bound (api.max_connections) while waiting for a request.",
+                    "properties": {
+                        name: {"type": "integer"}
+                        for name in ("connections", "serving", "displaced", "max")
+                    },
+                },
                 "accounts": {"type": "object"},
                 "sinks": {"type": "object"},
             },

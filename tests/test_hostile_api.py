@@ -304,20 +304,59 @@ async def test_a_slow_body_gets_408(bounded: Api) -> None:
     assert status == 200 and body["jobs"] == []
 
 
-async def test_connections_over_the_bound_are_refused_and_capacity_comes_back(
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+async def _ask(api: Api, request: bytes) -> bytes:
+    reader, writer = await _connect(api)
+    writer.write(request)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_at_the_bound_a_health_check_displaces_the_oldest_idle_connection(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    patient = 'max_connections = 8\nheader_timeout = "60s"'
+    async with running_daemon(tmp_path, simulator, extra_api=patient) as api:
+        held = [await _connect(api) for _ in range(8)]
+        answer = await _ask(api, HEALTHZ)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        # The oldest idle connection made room, long before header_timeout.
+        async with asyncio.timeout(10):
+            assert await held[0][0].read() == b""
+        assert api.daemon.readiness()["api"]["displaced"] == 1
+        newest_reader, newest_writer = held[-1]  # the younger ones are still served
+        newest_writer.write(HEALTHZ)
+        async with asyncio.timeout(10):
+            assert (await newest_reader.read()).startswith(b"HTTP/1.1 200")
+        for _, writer in held:
+            writer.close()
+
+
+async def test_when_every_connection_is_serving_a_new_one_is_refused_then_capacity_comes_back(
     bounded: Api,
 ) -> None:
-    held = [await _connect(bounded) for _ in range(8)]
-    reader, writer = await _connect(bounded)
-    async with asyncio.timeout(10):
-        refused = await reader.read()
-    writer.close()
-    assert refused.startswith(b"HTTP/1.1 503"), refused
-    # the held ones time out (header_timeout), and the API answers again
-    async with asyncio.timeout(10):
-        for held_reader, _ in held:
-            assert await held_reader.read() == b""
-    for _, held_writer in held:
-        held_writer.close()
-    status, _, _ = await bounded.call("GET", "/healthz")
-    assert status == 200
+    job_id = bounded.sim.sim.create_job("createServer", duration=600)
+    assert (await bounded.call("POST", "/v1/jobs", {"job_id": job_id}))[0] == 201
+    await bounded.session.close()  # its pooled connection would count
+    long_poll = f"GET /v1/jobs/{job_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    busy = [await _connect(bounded) for _ in range(8)]
+    for _, writer in busy:
+        writer.write(long_poll)
+        await writer.drain()
+    await async_wait_until(
+        lambda: bounded.daemon.readiness()["api"]["serving"] == 8, 10, what="8 long-polls"
+    )
+    refused = await _ask(bounded, HEALTHZ)
+    assert refused.startswith(b"HTTP/1.1 503"), refused[:100]
+    assert bounded.daemon.readiness()["api"]["displaced"] == 0
+    for _, writer in busy:
+        writer.close()
+    await async_wait_until(
+        lambda: bounded.daemon.readiness()["api"]["connections"] == 0, 10, what="them to close"
+    )
+    assert (await _ask(bounded, HEALTHZ)).startswith(b"HTTP/1.1 200")
