@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/jobwatchd run --simulate -c config/simulate.toml
 
-## test: lint, type-check and run the whole test suite
+## test: lint, type-check, build the docs (mkdocs --strict) and run the whole test suite
 test: lint unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check jobwatchd tests bench
 	$(BIN)/ruff format --check jobwatchd tests bench
 	$(BIN)/mypy
+	@# not --quiet: it hides the warnings that --strict turns into a failed build
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # The unit-file tests need systemd-analyze, the PostgreSQL store's tests a real
 # server (tests/pg.py starts a throwaway one with initdb, which Debian keeps in
@@ -70,4 +72,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -1,4 +1,4 @@
-"""The local HTTP API (PRODUCT §5): JSON in and out, RFC 9457 problems on error."""
+"""The local HTTP API (docs/http-api.md): JSON in and out, RFC 9457 problems on error."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 # PYTHON_ARGCOMPLETE_OK
-"""The ``jobwatchd`` console script (PRODUCT §6)."""
+"""The ``jobwatchd`` console script: every subcommand (see docs/cli.md)."""
 
 from __future__ import annotations
 

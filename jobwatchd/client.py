@@ -267,7 +267,7 @@ def problem_text(status: int, body: Any) -> str:
 
 
 def wait_exit_code(jobs: list[dict[str, Any]]) -> int:
-    """PRODUCT §6: 0 all SUCCESS, 1 any ended otherwise, 124 the wait timed out."""
+    """``wait``'s exit code: 0 all SUCCESS, 1 any ended otherwise, 124 the wait timed out."""
     if any(job.get("terminal") and job.get("status") != SUCCESS for job in jobs):
         return 1
     if all(job.get("status") == SUCCESS for job in jobs):

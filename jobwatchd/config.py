@@ -1,4 +1,4 @@
-"""Configuration (PRODUCT §7): read the TOML file, validate it, render the effective config.
+"""Configuration: read the TOML file, validate it, render the effective config.
 
 Everything here is pure apart from reading the config file and the secret files
 it names. A bad value raises :class:`ConfigError` naming the offending key as a

@@ -1,4 +1,4 @@
-"""CloudEvents 1.0 (structured JSON mode) for transitions (PRODUCT §3). Pure, no I/O.
+"""CloudEvents 1.0 (structured JSON mode) for transitions, pure (docs/statuses-and-events.md).
 
 Event ids are UUIDv5 of (job, registration, subject, ordinal, status): the same
 transition observed again after a crash gets the same id, so consumers can

@@ -1,4 +1,4 @@
-"""Turn upstream responses into ordered transitions (PRODUCT §2, §3). Pure, no I/O.
+"""Turn upstream responses into ordered transitions. Pure, no I/O.
 
 The state machine compares what was last seen of a job (a :class:`Snapshot`)
 with a fresh response and returns the transitions in delivery order: every

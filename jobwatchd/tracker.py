@@ -1,5 +1,5 @@
 """The tracker: registration, the in-memory state of active jobs, and what
-each poll outcome does to a job (PRODUCT §2).
+each poll outcome does to a job's status (see docs/statuses-and-events.md).
 
 Only transitions (and registrations) are written to the store; a poll that
 changes nothing costs no write. Every write is conditional on the version it
@@ -419,7 +419,8 @@ class Tracker:
         return None if due_in is None else self._clock() + due_in
 
     def view(self, record: JobRecord) -> dict[str, Any]:
-        """The job object of PRODUCT §5 (live counters for an active job)."""
+        """The job object the API serves (docs/http-api.md), with live counters for an
+        active job."""
         live = self.active.get(record.job_id)
         polls, last_error = record.polls, record.last_error
         if live is not None and live.version == record.version:

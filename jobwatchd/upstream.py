@@ -1,7 +1,9 @@
 """The client for the vendor's job status API, and the classification of its answers.
 
 :func:`classify` is pure: it maps an HTTP status, headers and body to an
-:class:`Outcome` per PRODUCT §2 and §9. :class:`UpstreamClient` does the I/O:
+:class:`Outcome`: observed, not found, rejected, unauthorized, throttled or
+transient (docs/statuses-and-events.md; the bounds on answers: docs/security.md).
+:class:`UpstreamClient` does the I/O:
 one pooled aiohttp session per account, credentials from an
 :class:`Authenticator`.
 """

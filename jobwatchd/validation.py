@@ -1,4 +1,4 @@
-"""Validation of everything a request may carry (PRODUCT §5). Pure, no I/O.
+"""Validation of everything an API request may carry (docs/http-api.md). Pure, no I/O.
 
 ``job_id`` and ``project_id`` end up in an upstream URL path, so only
 ``[A-Za-z0-9_-]{1,64}`` passes: no slash, dot, percent or whitespace.

@@ -69,7 +69,8 @@ class Sink(Protocol):
 
 
 def matches(sink_filter: SinkFilter, cloud_event: Mapping[str, Any]) -> bool:
-    """Whether an event passes a sink's filter (PRODUCT §4)."""
+    """Whether an event passes a sink's filter: its ``types``, ``statuses`` (of ``to``),
+    ``terminal_only`` and ``labels`` (all must match)."""
     if sink_filter.types is not None and cloud_event.get("type") not in sink_filter.types:
         return False
     data = cloud_event.get("data") or {}

@@ -1,4 +1,4 @@
-"""The ``webhook`` sink (PRODUCT §4): POST each CloudEvent to a URL.
+"""The ``webhook`` sink (docs/sinks.md): POST each CloudEvent to a URL.
 
 - Body: the CloudEvent as recorded, ``Content-Type: application/cloudevents+json``;
   with ``batch_max > 1`` a JSON array of events,

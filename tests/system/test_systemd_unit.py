@@ -1,8 +1,8 @@
-"""The shipped unit under a real systemd, installed the way the README says.
+"""The shipped unit under a real systemd, installed the way the docs say.
 
 One container boot for the module (systemd 252 as PID 1 of an nspawn
-container, see tests/system/box.py). The README's "Running as a service"
-commands are read from the README and run as written, so a README that stops
+container, see tests/system/box.py). The "Running as a service" commands are
+read from docs/operations.md and run as written, so a page that stops
 working fails here. The daemon polls the built-in simulator, which runs in
 the container as a transient unit.
 
@@ -28,26 +28,26 @@ from jobwatchd.daemon import DRAIN_TIMEOUT
 from tests.system.box import Box, booted_box, missing_requirement, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-README = REPO / "README.md"
+OPERATIONS = REPO / "docs" / "operations.md"
 UNIT = "jobwatchd.service"
 CONFIG = "/etc/jobwatchd/jobwatchd.toml"
 STATE = "/var/lib/private/jobwatchd"  # StateDirectory= with DynamicUser=yes
 API = "http://127.0.0.1:8787"
 SIM = "http://127.0.0.1:8788"
 HOOK_PORT = 8790
-WORKDIR = "/root/systest/src"  # the checkout's copy: README paths are relative to it
+WORKDIR = "/root/systest/src"  # the checkout's copy: the docs' paths are relative to it
 RUNTIME_DROPINS = f"/run/systemd/system/{UNIT}.d"
 
 _reason = missing_requirement()
 pytestmark = pytest.mark.skipif(_reason is not None, reason=f"system test: {_reason}")
 
 
-# -- the README, as the commands to run -----------------------------------------------
+# -- docs/operations.md, as the commands to run ----------------------------------------
 
 
-def readme_section(title: str) -> str:
-    """The README's text from the heading ``title`` to the next heading of its level."""
-    text = README.read_text()
+def doc_section(title: str) -> str:
+    """docs/operations.md from the heading ``title`` to the next heading of its level."""
+    text = OPERATIONS.read_text()
     level = title.split(" ", 1)[0]
     start = text.index(title + "\n")
     following = re.search(rf"^{level} ", text[start + len(title) :], re.MULTILINE)
@@ -62,18 +62,18 @@ def code_blocks(section: str, language: str) -> list[list[str]]:
 
 
 def as_root(line: str) -> str:
-    """A README command line without its ``sudo`` and its trailing comment."""
+    """A documented command line without its ``sudo`` and its trailing comment."""
     line = re.split(r"\s+#\s", line, maxsplit=1)[0].strip()
     return line.removeprefix("sudo ").strip()
 
 
 def install_commands() -> list[str]:
-    """The README's install block, with the wheel directory for the package path.
+    """The documented install block, with the wheel directory for the package path.
 
     ``sudoedit`` (where the operator writes the accounts and sinks) becomes
     writing the test's config over the installed example, keeping its mode.
     """
-    block = code_blocks(readme_section("## Running as a service"), "sh")[0]
+    block = code_blocks(doc_section("## Running as a service"), "sh")[0]
     commands = []
     for line in block:
         command = as_root(line)
@@ -90,7 +90,7 @@ def install_commands() -> list[str]:
 
 @dataclass(frozen=True)
 class SecretSteps:
-    """How the README hands a secret over: the install line, the drop-in, the config key."""
+    """How the docs hand a secret over: the install line, the drop-in, the config key."""
 
     install: str
     dropin: str
@@ -99,9 +99,9 @@ class SecretSteps:
 
 
 def secret_steps() -> SecretSteps:
-    """The README's secret steps: ``install -m 0600 ...``, the ``LoadCredential=`` drop-in
+    """The documented secret steps: ``install -m 0600 ...``, the ``LoadCredential=`` drop-in
     and the ``secret_file`` line pointing at the credentials directory."""
-    section = readme_section("## Running as a service")
+    section = doc_section("## Running as a service")
     install = next(
         as_root(line)
         for block in code_blocks(section, "sh")
@@ -119,8 +119,8 @@ def secret_steps() -> SecretSteps:
 
 
 def journal_pipelines() -> list[str]:
-    """The README's ``journalctl -u jobwatchd ... | jq`` lines, without ``-f``."""
-    section = readme_section("### Logs")
+    """The documented ``journalctl -u jobwatchd ... | jq`` lines, without ``-f``."""
+    section = doc_section("### Logs")
     lines = [line for block in code_blocks(section, "sh") for line in block]
     return [
         re.sub(r" -f( |$)", r"\1", line)
@@ -130,8 +130,8 @@ def journal_pipelines() -> list[str]:
 
 
 def logrotate_install() -> str:
-    """The README's line installing the logrotate snippet."""
-    section = readme_section("### Rotating the file sink")
+    """The documented line installing the logrotate snippet."""
+    section = doc_section("### Rotating the file sink")
     return next(
         as_root(line)
         for block in code_blocks(section, "sh")
@@ -337,7 +337,7 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[Service]:
-    """Boot the container and install jobwatchd with the README's own commands."""
+    """Boot the container and install jobwatchd with the documented commands."""
     with booted_box(REPO) as box:
         service = Service(box)
         box.write("/root/systest/jobwatchd.toml", service_config())
@@ -354,7 +354,7 @@ def service() -> Iterator[Service]:
 
 
 @pytest.mark.timeout(900)  # the first run builds the rootfs and the wheels
-def test_readme_install_steps_start_the_service(service: Service) -> None:
+def test_documented_install_steps_start_the_service(service: Service) -> None:
     failed = [(cmd, out[-800:]) for cmd, rc, out in service.install_log if rc != 0]
     assert not failed, failed
     assert any("check-config" in cmd for cmd, _, _ in service.install_log)
@@ -389,7 +389,7 @@ def test_a_job_reaches_success_and_the_file_sink(service: Service) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_journal_lines_are_json_and_the_readme_pipelines_work(service: Service) -> None:
+def test_journal_lines_are_json_and_the_documented_pipelines_work(service: Service) -> None:
     out = service.box.run(["journalctl", "--no-pager", "-u", UNIT, "-o", "json"]).stdout
     own = []
     for line in out.splitlines():
@@ -447,7 +447,7 @@ def test_a_webhook_secret_reaches_the_service_through_load_credential(service: S
     box = service.box
     secret = "whsec_" + base64.b64encode(b"systest-webhook-secret-0123456789").decode()
     for name in steps.credentials:
-        # the README's install line, for every credential its drop-in names
+        # the documented install line, for every credential its drop-in names
         source = f"/root/systest/secrets/{name}"
         box.write(source, secret + "\n" if name == "webhook-secret" else "not-used\n", mode=0o600)
         install = steps.install.replace("webhook-secret", name)
