@@ -41,7 +41,7 @@ from jobwatchd.models import StoredEvent
 from jobwatchd.poller import PollerPool
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.sinks import SinkContext, create_sink
-from jobwatchd.store import FleetStore, Store, redact_dsn
+from jobwatchd.store import FleetStore, Store, StoreUnavailableError, redact_dsn
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
 from jobwatchd.stream import EventHub
@@ -278,10 +278,22 @@ class Daemon:
         context = self._sink_context()
         return {
             sink_config.name: SinkRunner(
-                create_sink(sink_config, context, index), sink_config.filter, self.store
+                create_sink(sink_config, context, index),
+                sink_config.filter,
+                self.store,
+                store_trouble=self._store_trouble,
             )
             for index, sink_config in enumerate(config.sinks)
         }
+
+    def _store_trouble(self, exc: Exception | None) -> None:
+        """A sink runner found the store unavailable (``exc``), or answering again."""
+        if self.tracker is None:
+            return
+        if exc is None:
+            self.tracker.note_store_ok()
+        else:
+            self.tracker.note_store_failure(exc)
 
     async def _start_runner(self, runner: SinkRunner) -> None:
         await runner.sink.start()
@@ -426,6 +438,10 @@ class Daemon:
         try:
             async with asyncio.timeout(UNHEALTHY_LOOP_LAG):
                 await self.store.last_seq()
+        except StoreUnavailableError:
+            # The database is down or full, not this process: a restart would not
+            # help, so the watchdog keeps being fed; /readyz reports the store.
+            return True
         except (TimeoutError, Exception):
             return False
         return True
@@ -452,7 +468,10 @@ class Daemon:
                 self.notifier.send(STATUS=self._status_line())
                 next_status = now + STATUS_INTERVAL
                 if self.tracker is not None:
-                    await self.tracker.flush_models()
+                    try:
+                        await self.tracker.flush_models()
+                    except StoreUnavailableError as exc:  # learned again after a restart
+                        self.tracker.note_store_failure(exc)
 
     # -- running --------------------------------------------------------------------
 
@@ -628,7 +647,12 @@ class Daemon:
         while True:
             retention = self.config.polling.retention
             await asyncio.sleep(min(3600.0, max(1.0, retention / 10)))
-            jobs, events = await self.store.purge(time.time() - retention, list(self.runners))
+            try:
+                jobs, events = await self.store.purge(time.time() - retention, list(self.runners))
+            except StoreUnavailableError as exc:  # the next round purges what is due
+                if self.tracker is not None:
+                    self.tracker.note_store_failure(exc)
+                continue
             if jobs or events:
                 log.info("store.purged", jobs=jobs, events=events)
 

@@ -28,18 +28,20 @@ import heapq
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import SinkFilter
 from jobwatchd.logs import get_logger
 from jobwatchd.sinks import Delivery, Sink, decode, matches
-from jobwatchd.store import Store
+from jobwatchd.store import Store, StoreUnavailableError
 
 log = get_logger("jobwatchd.delivery")
 
 RETRY = BackoffPolicy(min_interval=0.5, max_interval=30.0, multiplier=2.0, jitter=0.5)
+STORE_RETRY = BackoffPolicy(min_interval=0.5, max_interval=10.0, multiplier=2.0, jitter=0.2)
+"""How a runner waits for an unavailable store to come back."""
 WINDOW = 10_000
 """Events read past the position that may wait for an earlier one to be acknowledged."""
 POSITION_INTERVAL = 0.2
@@ -63,8 +65,11 @@ class SinkRunner:
         batch_size: int = 500,
         window: int = WINDOW,
         retry: BackoffPolicy = RETRY,
+        store_trouble: Callable[[Exception | None], None] | None = None,
     ) -> None:
         self.sink = sink
+        self._store_trouble = store_trouble or (lambda exc: None)
+        self._store_failures = 0
         self.retry = retry
         self.filter = sink_filter
         self.store = store
@@ -128,21 +133,48 @@ class SinkRunner:
         self._caught_up.clear()
         self._wakeup.set()
 
+    async def _outlast_store(self, exc: StoreUnavailableError) -> None:
+        """Report an unavailable store and wait (with backoff) before trying again;
+        deliveries in flight go on meanwhile."""
+        self._store_failures += 1
+        self._store_trouble(exc)
+        await asyncio.sleep(STORE_RETRY.interval(self._store_failures - 1, self._rng.random()))
+
+    def _store_answered(self) -> None:
+        if self._store_failures:
+            self._store_failures = 0
+            self._store_trouble(None)
+
     async def run(self) -> None:
-        """Deliver forever (cancel to stop)."""
-        self.position = await self.store.get_position(self.name)
+        """Deliver forever (cancel to stop); an unavailable store is waited out."""
+        while True:
+            try:
+                self.position = await self.store.get_position(self.name)
+                break
+            except StoreUnavailableError as exc:
+                await self._outlast_store(exc)
+        self._store_answered()
         self._read_to = self._stored_position = self.position
         try:
             while True:
                 self._wakeup.clear()
-                more = await self._read()
+                try:
+                    more = await self._read()
+                except StoreUnavailableError as exc:
+                    await self._outlast_store(exc)
+                    continue
                 self._dispatch()
                 self._advance()
                 if self._crash is not None:
                     raise self._crash
                 if more:
                     continue
-                await self._store_position(force=not self._wakeup.is_set())
+                try:
+                    await self._store_position(force=not self._wakeup.is_set())
+                except StoreUnavailableError as exc:
+                    await self._outlast_store(exc)
+                    continue
+                self._store_answered()
                 if (
                     not self._wakeup.is_set()  # checked after the await: notify() may have run
                     and not self._held

@@ -25,14 +25,18 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import Config
 from jobwatchd.logs import get_logger
 from jobwatchd.models import TERMINAL_STATUSES
 from jobwatchd.scheduler import Scheduler
-from jobwatchd.store import FleetStore
+from jobwatchd.store import FleetStore, StoreUnavailableError
 from jobwatchd.tracker import Tracker
 
 log = get_logger("jobwatchd.fleet")
+
+STORE_RETRY = BackoffPolicy(min_interval=0.5, max_interval=10.0, multiplier=2.0, jitter=0.2)
+"""How the fleet's loops wait for an unavailable store to come back."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,30 +92,60 @@ class Fleet:
         self.live = 1
         self.owned_sinks: set[str] = set()
         self._rng = random.Random()
+        self._store_down = False
+        self._next_share = 0.0
+        self._renewing = False
+        self._last_seen: int | None = None
         self.claimed = 0
         self.lost = 0
         self._active = 0
         self._active_counted_at = -math.inf
 
     async def run(self) -> None:
-        """Claim, renew, share and listen until cancelled."""
-        log.info("fleet.joined", instance=self.store.instance, lease=self.settings.lease)
-        await asyncio.gather(self._claim_loop(), self._renew_loop(), self._listen_loop())
+        """Claim, renew, share and listen until cancelled.
 
-    async def _claim_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_share = 0.0
+        While the store is unavailable each loop waits (with backoff, up to
+        10 s: STORE_RETRY) and tries again; the tracker counts and logs it and
+        ``/readyz`` reports the store failing until a loop gets through again.
+        Leases that lapse meanwhile are renewed or lost as the store decides.
+        """
+        log.info("fleet.joined", instance=self.store.instance, lease=self.settings.lease)
+        await asyncio.gather(
+            self._outlasting(self._claim_once, self.settings.claim_interval),
+            self._outlasting(self._renew_once, self.settings.renew_interval),
+            self._outlasting(self._listen_once, 0.0),
+        )
+
+    async def _outlasting(self, step: Callable[[], Awaitable[None]], interval: float) -> None:
+        """Run ``step`` every ``interval`` seconds, outlasting store outages."""
+        failures = 0
         while True:
-            live = await self.store.heartbeat(self.settings.heartbeat_ttl)
-            if live != self.live:
-                log.info("fleet.instances", live=live, instance=self.store.instance)
-                self.live = live
-                self.share_rate_limits()
-            if loop.time() >= next_share:
-                await self._balance_sinks()
-                next_share = loop.time() + self.settings.renew_interval
-            await self._claim()
-            await asyncio.sleep(self.settings.claim_interval)
+            try:
+                await step()
+            except StoreUnavailableError as exc:
+                self._store_down = True
+                self.tracker.note_store_failure(exc)
+                failures += 1
+                await asyncio.sleep(STORE_RETRY.interval(failures - 1, self._rng.random()))
+                continue
+            failures = 0
+            if self._store_down:
+                self._store_down = False
+                self.tracker.note_store_ok()
+            if interval:
+                await asyncio.sleep(interval)
+
+    async def _claim_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        live = await self.store.heartbeat(self.settings.heartbeat_ttl)
+        if live != self.live:
+            log.info("fleet.instances", live=live, instance=self.store.instance)
+            self.live = live
+            self.share_rate_limits()
+        if loop.time() >= self._next_share:
+            await self._balance_sinks()
+            self._next_share = loop.time() + self.settings.renew_interval
+        await self._claim()
 
     def share_rate_limits(self) -> None:
         """Each account's rate limit, divided among the live instances."""
@@ -139,15 +173,16 @@ class Fleet:
             self.claimed += adopted
             log.info("fleet.claimed", jobs=adopted, holding=len(self.tracker.active))
 
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.renew_interval)
-            held = list(self.tracker.active)
-            kept = await self.store.renew_leases(held, self.settings.lease)
-            for job_id in held:
-                if job_id not in kept and job_id in self.tracker.active:
-                    self.tracker.drop(job_id)
-                    self.lost += 1
+    async def _renew_once(self) -> None:
+        if not self._renewing:  # the first renewal is one interval after joining
+            self._renewing = True
+            return
+        held = list(self.tracker.active)
+        kept = await self.store.renew_leases(held, self.settings.lease)
+        for job_id in held:
+            if job_id not in kept and job_id in self.tracker.active:
+                self.tracker.drop(job_id)
+                self.lost += 1
 
     async def _balance_sinks(self) -> None:
         for name in self._sink_names():
@@ -161,14 +196,14 @@ class Fleet:
                 await self._stop_sink(name)
                 self.owned_sinks.discard(name)
 
-    async def _listen_loop(self) -> None:
-        last = await self.store.last_seq()
-        while True:
-            await self.store.wait_for_events(last, timeout=1.0)
-            newest = await self.store.last_seq()
-            if newest > last:
-                last = newest
-                self._on_external_events()
+    async def _listen_once(self) -> None:
+        if self._last_seen is None:
+            self._last_seen = await self.store.last_seq()
+        await self.store.wait_for_events(self._last_seen, timeout=1.0)
+        newest = await self.store.last_seq()
+        if newest > self._last_seen:
+            self._last_seen = newest
+            self._on_external_events()
 
     async def release(self) -> None:
         """Hand held jobs (with their schedule) and sinks back to the fleet."""

@@ -7,6 +7,7 @@ import contextlib
 
 from jobwatchd.logs import get_logger
 from jobwatchd.scheduler import Scheduler
+from jobwatchd.store import StoreUnavailableError
 from jobwatchd.tracker import Tracker
 
 log = get_logger("jobwatchd.poller")
@@ -73,6 +74,9 @@ class PollerPool:
             self._idle.clear()
             try:
                 await self._tracker.poll(job_id)
+            except StoreUnavailableError as exc:  # counted and logged, rate-limited
+                self._tracker.note_store_failure(exc, job_id=job_id)
+                self._tracker.reschedule_after_crash(job_id)
             except Exception:
                 log.exception("poll.crashed", job_id=job_id)
                 self._tracker.reschedule_after_crash(job_id)

@@ -735,6 +735,11 @@ class Tracker:
             "last_error": health.last_error,
         }
 
+    def note_store_ok(self) -> None:
+        """The store answered again after a failure noted by someone else (the
+        fleet's loops, a sink runner): ``/readyz`` reports it ok."""
+        self._store_write_succeeded()
+
     @property
     def store_failing(self) -> bool:
         """True while the last write of a poll's outcome failed."""

@@ -160,29 +160,40 @@ class PostgresServer:
         )
         for attempt in range(5):  # a port picked free can be taken before we bind it
             self.port = _free_port()
-            options = " ".join(
-                [
-                    f"-p {self.port}",
-                    f"-k {self.socket_dir}",
-                    f"-c listen_addresses={_HOST}",
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
-                    "-c max_connections=300",
-                ]
-            )
             try:
-                self._run(
-                    [
-                        *("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir)),
-                        *("-l", str(self.log_file), "-o", options),
-                    ]
-                )
+                self._pg_ctl_start()
                 break
             except RuntimeError:
                 if attempt == 4:
                     raise
         self.psql(f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
+
+    def _pg_ctl_start(self) -> None:
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                f"-k {self.socket_dir}",
+                f"-c listen_addresses={_HOST}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+            ]
+        )
+        self._run(
+            [
+                *("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir)),
+                *("-l", str(self.log_file), "-o", options),
+            ]
+        )
+
+    def pause(self) -> None:
+        """Shut the server down (connections are cut), keeping its data and port."""
+        self._run(["pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.data_dir)])
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
+        self._pg_ctl_start()
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` as the superuser; its output (unaligned, tuples only)."""

@@ -17,6 +17,7 @@ import pytest
 
 from jobwatchd.models import NewJob
 from jobwatchd.store.sqlite import SQLiteStore
+from tests import pg
 from tests.conftest import (
     DaemonProcess,
     RunningSimulator,
@@ -249,3 +250,69 @@ async def test_sqlite_reads_are_not_queued_behind_a_waiting_write(tmp_path: Path
         assert [r.created for r in registered] == [True]
     finally:
         await store.close()
+
+
+def test_a_postgresql_outage_under_a_fleet_daemon_is_waited_out(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> None:
+    with pg.postgres_server() as server:
+        dsn = server.dsn(server.create_database())
+        state = tmp_path / "state"
+        config = write_config(
+            tmp_path / "c.toml",
+            endpoint=threaded_simulator.url,
+            state_dir=state,
+            extra_daemon=f'store = "{dsn}"\nlease = "2s"\n',
+        )
+        daemon = daemon_factory(config)
+        daemon.start()
+        before = threaded_simulator.sim.create_job("createServer", count=1, duration=200)
+        assert http("POST", f"{daemon.url}/v1/jobs", {"job_id": before})[0] == 201
+        wait_until(lambda: _job(daemon, before)["history"], timeout=20, what="first observation")
+
+        server.pause()
+        try:
+
+            def refused() -> dict[str, Any] | None:
+                status, body, _ = http("GET", f"{daemon.url}/readyz")
+                return body if status == 503 else None
+
+            ready = wait_until(refused, timeout=30, what="/readyz 503 while PostgreSQL is down")
+            assert ready["store"]["status"] == "failing"
+            assert "PostgreSQL" in ready["store"]["last_error"]
+            during = threaded_simulator.sim.create_job("createServer", count=1, duration=50)
+            status, body, headers = http("POST", f"{daemon.url}/v1/jobs", {"job_id": during})
+            assert status == 503, body
+            assert int(headers["Retry-After"]) > 0
+            assert http("GET", f"{daemon.url}/v1/jobs/{before}")[0] == 503
+            assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon exited"
+        finally:
+            server.resume()
+
+        wait_until(
+            lambda: http("GET", f"{daemon.url}/readyz")[0] == 200, timeout=40, what="ready again"
+        )
+        assert http("POST", f"{daemon.url}/v1/jobs", {"job_id": during})[0] == 201
+        for job_id in (before, during):
+
+            def succeeded(job_id: str = job_id) -> bool:
+                return bool(_job(daemon, job_id)["status"] == "SUCCESS")
+
+            wait_until(succeeded, timeout=60, what=f"{job_id} SUCCESS")
+        # Every transition reached the sink, once the store was back.
+        events = wait_until(
+            lambda: (
+                len(
+                    [e for e in read_events(state / "events.jsonl") if e["data"]["to"] == "SUCCESS"]
+                )
+                >= 2
+                and read_events(state / "events.jsonl")
+            ),
+            timeout=30,
+            what="both SUCCESS events in the file sink",
+        )
+        assert {e["subject"] for e in events if e["data"]["to"] == "SUCCESS"} >= {before, during}
+        assert not [r for r in daemon.log_records() if r.get("event") == "poll.crashed"]
+        assert daemon.stop() == 0

@@ -27,14 +27,15 @@ them behind any long transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
@@ -48,6 +49,7 @@ from jobwatchd.store import (
     ConflictError,
     Registration,
     StaleWriteError,
+    StoreUnavailableError,
     job_doc,
     job_from_row,
     redact_dsn,
@@ -58,6 +60,38 @@ log = get_logger("jobwatchd.store.postgresql")
 EVENT_LOCK: Final = 0x6A77_6576_656E  # "jweven": serialises event commits (see above)
 MIGRATION_LOCK: Final = 0x6A77_6D69_6772  # "jwmigr": one instance migrates at a time
 CHANNEL: Final = "jobwatchd_events"
+
+# What a server that is down, restarting, out of connections or out of disk
+# raises: the store is unavailable (503, retried), not broken.
+OUTAGES: Final = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _unavailable_when_down(
+    method: Callable[Concatenate[PostgresStore, _P], Awaitable[_T]],
+) -> Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]]:
+    """Raise :class:`StoreUnavailableError` for an outage, naming the server."""
+
+    async def call(self: PostgresStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(self, *args, **kwargs)
+        except OUTAGES as exc:
+            raise StoreUnavailableError(
+                f"PostgreSQL at {self.url}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    functools.update_wrapper(call, method)
+    return call
+
+
 _REGISTER_ATTEMPTS = 3
 
 # Each entry upgrades the schema by one version; never edit a released entry.
@@ -221,6 +255,7 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
+    @_unavailable_when_down
     async def schema_version(self) -> int:
         """The applied schema version."""
         version: int = await self.pool.fetchval(QUERIES["schema_version"])
@@ -228,6 +263,7 @@ class PostgresStore:
 
     # -- jobs --------------------------------------------------------------------
 
+    @_unavailable_when_down
     async def register(self, jobs: Sequence[NewJob], now: float) -> list[Registration]:
         """Track ``jobs`` in one transaction; roll back all on a conflict."""
         fresh: dict[str, JobRecord] = {}
@@ -284,11 +320,13 @@ class PostgresStore:
                 created.discard(new.job_id)  # a repeat in the same batch is not new
         return results
 
+    @_unavailable_when_down
     async def get_job(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
         row = await self.pool.fetchrow(QUERIES["get_job"], job_id)
         return None if row is None else job_from_row(row)
 
+    @_unavailable_when_down
     async def list_jobs(
         self,
         *,
@@ -306,11 +344,13 @@ class PostgresStore:
             rows = await self.pool.fetch(QUERIES["list_jobs_by_status"], *args, status)
         return [job_from_row(row) for row in rows]
 
+    @_unavailable_when_down
     async def delete_job(self, job_id: str) -> bool:
         """Stop tracking ``job_id``; its recorded events stay in the log."""
         status: str = await self.pool.execute(QUERIES["delete_job"], job_id)
         return status != "DELETE 0"
 
+    @_unavailable_when_down
     async def active_jobs_page(self, cursor: str | None, limit: int) -> ActivePage:
         """Non-terminal jobs by id, a page at a time (leased or not); the
         cursor is the last job id."""
@@ -318,6 +358,7 @@ class PostgresStore:
         jobs = [ActiveRecord.of(job_from_row(row)) for row in rows]
         return ActivePage(jobs, jobs[-1].job_id if len(jobs) == limit else None)
 
+    @_unavailable_when_down
     async def count_by_status(self) -> dict[str, int]:
         """Jobs per status."""
         rows = await self.pool.fetch(QUERIES["count_by_status"])
@@ -325,11 +366,13 @@ class PostgresStore:
 
     # -- duration models ------------------------------------------------------------
 
+    @_unavailable_when_down
     async def load_duration_models(self) -> dict[str, dict[str, float]]:
         """Every job type's learned duration model."""
         rows = await self.pool.fetch(QUERIES["load_duration_models"])
         return {row["job_type"]: orjson.loads(row["model"]) for row in rows}
 
+    @_unavailable_when_down
     async def save_duration_models(self, models: Mapping[str, Mapping[str, float]]) -> None:
         """Upsert duration models."""
         await self.pool.execute(
@@ -340,6 +383,7 @@ class PostgresStore:
 
     # -- transitions and the event log -------------------------------------------------
 
+    @_unavailable_when_down
     async def record(self, job: JobRecord, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Conditionally write ``job`` and append ``events`` atomically.
 
@@ -387,6 +431,7 @@ class PostgresStore:
         job.version += 1
         return stored
 
+    @_unavailable_when_down
     async def events_after(self, seq: int, limit: int) -> list[StoredEvent]:
         """Events after ``seq`` in order."""
         rows = await self.pool.fetch(QUERIES["events_after"], seq, limit)
@@ -401,25 +446,30 @@ class PostgresStore:
             for row in rows
         ]
 
+    @_unavailable_when_down
     async def last_seq(self) -> int:
         """The newest sequence number, 0 for an empty log."""
         seq: int = await self.pool.fetchval(QUERIES["last_seq"])
         return seq
 
+    @_unavailable_when_down
     async def recorded_at_after(self, seq: int) -> float | None:
         """The recording time of the first event after ``seq``."""
         recorded: float | None = await self.pool.fetchval(QUERIES["recorded_at_after"], seq)
         return recorded
 
+    @_unavailable_when_down
     async def get_position(self, sink: str) -> int:
         """The sink's acknowledged position (0 when new)."""
         seq: int | None = await self.pool.fetchval(QUERIES["get_position"], sink)
         return seq or 0
 
+    @_unavailable_when_down
     async def set_position(self, sink: str, seq: int) -> None:
         """Advance the sink's position, never backwards."""
         await self.pool.execute(QUERIES["set_position"], sink, seq)
 
+    @_unavailable_when_down
     async def purge(self, before: float, sinks: Sequence[str]) -> tuple[int, int]:
         """Delete old terminal jobs and old events every sink has acknowledged."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -432,6 +482,7 @@ class PostgresStore:
 
     # -- the fleet ------------------------------------------------------------------
 
+    @_unavailable_when_down
     async def heartbeat(self, ttl: float) -> int:
         """Note this instance as alive now; count instances seen within ``ttl`` seconds."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -440,6 +491,7 @@ class PostgresStore:
             live: int = await conn.fetchval(QUERIES["live_instances"], float(ttl))
         return live
 
+    @_unavailable_when_down
     async def claim_jobs(self, limit: int, lease: float) -> list[JobRecord]:
         """Lease up to ``limit`` unheld (or expired) active jobs to this instance
         for ``lease`` seconds, earliest ``next_poll_at`` first."""
@@ -447,6 +499,7 @@ class PostgresStore:
         rows = sorted(rows, key=lambda row: (row["next_poll_at"], row["job_id"]))
         return [job_from_row(row) for row in rows]
 
+    @_unavailable_when_down
     async def renew_leases(self, job_ids: Sequence[str], lease: float) -> set[str]:
         """Extend this instance's leases on ``job_ids`` to ``lease`` seconds from
         now; the ids it still holds (active and leased to it)."""
@@ -457,6 +510,7 @@ class PostgresStore:
         )
         return {row["job_id"] for row in rows}
 
+    @_unavailable_when_down
     async def release_jobs(self, next_poll_at: Mapping[str, float]) -> None:
         """Give up this instance's leases on the given jobs, keeping each one's
         next poll time (unix seconds) for the next holder."""
@@ -469,15 +523,18 @@ class PostgresStore:
             [float(at) for at in next_poll_at.values()],
         )
 
+    @_unavailable_when_down
     async def acquire_sink(self, sink: str, lease: float) -> bool:
         """Take ``sink``'s lease if it is free or expired, or renew ours."""
         owner = await self.pool.fetchval(QUERIES["acquire_sink"], sink, self.instance, float(lease))
         return owner is not None
 
+    @_unavailable_when_down
     async def release_sink(self, sink: str) -> None:
         """Give up ``sink``'s lease if this instance holds it."""
         await self.pool.execute(QUERIES["release_sink"], sink, self.instance)
 
+    @_unavailable_when_down
     async def wait_for_events(self, after: int, timeout: float) -> None:
         """Return once an event after ``after`` exists, or after ``timeout`` seconds.
 
