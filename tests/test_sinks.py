@@ -20,7 +20,7 @@ from jobwatchd.config import ConfigError, SinkConfig, SinkFilter
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, StoredEvent
 from jobwatchd.sinks import Delivery, SinkContext, create_sink, decode, matches, sink_class
-from jobwatchd.sinks.file import FileSink
+from jobwatchd.sinks.file import FileOptions, FileSink
 from jobwatchd.sinks.log import LogSink
 from jobwatchd.store.sqlite import SQLiteStore
 from tests.conftest import async_wait_until
@@ -85,7 +85,7 @@ def test_filters(sink_filter: SinkFilter, event: dict[str, Any], expected: bool)
 
 async def test_file_sink_appends_and_reopens_after_rotation(tmp_path: Path) -> None:
     config = SinkConfig(
-        type="file", name="file", options={"path": "out/events.jsonl", "fsync": "always"}
+        type="file", name="file", options=FileOptions(path=Path("out/events.jsonl"), fsync="always")
     )
     sink = FileSink(config, SinkContext(state_dir=tmp_path))
     await sink.start()
