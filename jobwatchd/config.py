@@ -45,6 +45,7 @@ from jobwatchd.options import (
     expect_str_list,
     expect_table,
     expect_url,
+    field_defaults,
     parse_duration,
     parse_size,
     read_secret,
@@ -374,16 +375,17 @@ def _parse_daemon(data: Mapping[str, object], ctx: ParseContext) -> DaemonConfig
     from_systemd = ctx.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if from_systemd:
         state_dir = Path(os.path.abspath(from_systemd))
+    defaults = field_defaults(DaemonConfig)
     log_level = expect_choice(
-        table.get("log_level", "info"), "daemon.log_level", get_args(LogLevel)
+        table.get("log_level", defaults["log_level"]), "daemon.log_level", get_args(LogLevel)
     )
-    store = _store_url(table.get("store", "sqlite"), "daemon.store")
+    store = _store_url(table.get("store", defaults["store"]), "daemon.store")
     password_file = None
     if "store_password_file" in table:
         if store == "sqlite":
             raise ConfigError("daemon.store_password_file", "only used with a postgresql:// store")
         password_file = ctx.secret_file(table["store_password_file"], "daemon.store_password_file")
-    lease = parse_duration(table.get("lease", DaemonConfig().lease), "daemon.lease")
+    lease = parse_duration(table.get("lease", defaults["lease"]), "daemon.lease")
     if lease < 1:
         raise ConfigError("daemon.lease", "must be at least 1s")
     return DaemonConfig(
@@ -409,7 +411,8 @@ def _parse_api(data: Mapping[str, object], ctx: ParseContext) -> ApiConfig:
             "body_timeout",
         ),
     )
-    listen = expect_str(table.get("listen", DEFAULT_LISTEN), "api.listen")
+    defaults = field_defaults(ApiConfig)
+    listen = expect_str(table.get("listen", defaults["listen"]), "api.listen")
     target = _parse_listen(listen, "api.listen")
     token_file = None
     if "token_file" in table:
@@ -419,16 +422,21 @@ def _parse_api(data: Mapping[str, object], ctx: ParseContext) -> ApiConfig:
             "api.token_file",
             f"required when api.listen ({listen!r}) is not a loopback address or a Unix socket",
         )
-    max_batch = expect_int(table.get("max_batch", 1000), "api.max_batch", 1, 100_000)
-    max_body = parse_size(table.get("max_body", 1024**2), "api.max_body")
+    max_batch = expect_int(
+        table.get("max_batch", defaults["max_batch"]), "api.max_batch", 1, 100_000
+    )
+    max_body = parse_size(table.get("max_body", defaults["max_body"]), "api.max_body")
     if max_body < 1:
         raise ConfigError("api.max_body", "must be at least 1B")
     max_connections = expect_int(
-        table.get("max_connections", 1024), "api.max_connections", 8, 1_000_000
+        table.get("max_connections", defaults["max_connections"]),
+        "api.max_connections",
+        8,
+        1_000_000,
     )
     timeouts = {}
-    for name, default in (("header_timeout", "10s"), ("body_timeout", "30s")):
-        seconds = parse_duration(table.get(name, default), f"api.{name}")
+    for name in ("header_timeout", "body_timeout"):
+        seconds = parse_duration(table.get(name, defaults[name]), f"api.{name}")
         if not 0 < seconds <= 3600:
             raise ConfigError(f"api.{name}", "must be greater than 0 and at most 1h")
         timeouts[name] = seconds
@@ -478,16 +486,21 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) 
     name = _identifier(required(table, "name", prefix), f"{prefix}.name")
     endpoint = expect_url(required(table, "endpoint", prefix), f"{prefix}.endpoint", endpoint=True)
     project_id = _identifier(required(table, "project_id", prefix), f"{prefix}.project_id")
-    auth = expect_choice(table.get("auth", "aksk"), f"{prefix}.auth", get_args(AuthMode))
+    defaults = field_defaults(AccountConfig)
+    auth = expect_choice(table.get("auth", defaults["auth"]), f"{prefix}.auth", get_args(AuthMode))
     for key, mode in _AUTH_ONLY_KEYS.items():
         if key in table and mode != auth:
             raise ConfigError(
                 f"{prefix}.{key}", f'only used with auth = "{mode}" (this account has "{auth}")'
             )
-    rate_limit = expect_number(table.get("rate_limit", 20), f"{prefix}.rate_limit")
+    rate_limit = expect_number(
+        table.get("rate_limit", defaults["rate_limit"]), f"{prefix}.rate_limit"
+    )
     if rate_limit <= 0:
         raise ConfigError(f"{prefix}.rate_limit", "must be greater than 0")
-    request_timeout = parse_duration(table.get("request_timeout", 10), f"{prefix}.request_timeout")
+    request_timeout = parse_duration(
+        table.get("request_timeout", defaults["request_timeout"]), f"{prefix}.request_timeout"
+    )
     if request_timeout <= 0:
         raise ConfigError(f"{prefix}.request_timeout", "must be greater than 0")
 
@@ -511,12 +524,12 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) 
         ca_file = ctx.path(table["ca_file"], f"{prefix}.ca_file")
         ctx.check(partial(_check_readable, ca_file, f"{prefix}.ca_file"))
     max_response_size = parse_size(
-        table.get("max_response_size", 1024**2), f"{prefix}.max_response_size"
+        table.get("max_response_size", defaults["max_response_size"]), f"{prefix}.max_response_size"
     )
     if not 1024 <= max_response_size <= 256 * 1024**2:
         raise ConfigError(f"{prefix}.max_response_size", "must be between 1KiB and 256MiB")
     max_sub_jobs = expect_int(
-        table.get("max_sub_jobs", 5000), f"{prefix}.max_sub_jobs", 1, 1_000_000
+        table.get("max_sub_jobs", defaults["max_sub_jobs"]), f"{prefix}.max_sub_jobs", 1, 1_000_000
     )
     return AccountConfig(
         name=name,
