@@ -60,7 +60,7 @@ from jobwatchd.sinks import (
     OptionScope,
     SinkConfig,
     SinkFilter,
-    parse_sink_options,
+    SinkRegistry,
     render_sink_options,
 )
 from jobwatchd.sinks.log import LogOptions
@@ -642,7 +642,12 @@ def _parse_filter(table: Mapping[str, object], prefix: str) -> SinkFilter:
 
 
 def _parse_sink(
-    table: Mapping[str, object], prefix: str, ordinal: int, state_dir: Path, ctx: ParseContext
+    table: Mapping[str, object],
+    prefix: str,
+    ordinal: int,
+    state_dir: Path,
+    ctx: ParseContext,
+    registry: SinkRegistry,
 ) -> SinkConfig:
     sink_type = expect_str(required(table, "type", prefix), f"{prefix}.type")
     if not _SINK_TYPE.fullmatch(sink_type):
@@ -651,7 +656,7 @@ def _parse_sink(
             f"must be 1-64 characters of a-z, 0-9, '_', '.' or '-', not {sink_type!r}",
         )
     scope = OptionScope(prefix=prefix, state_dir=state_dir, context=ctx)
-    options = parse_sink_options(sink_type, table, scope)
+    options = registry.parse_options(sink_type, table, scope)
     if "name" in table:
         name = expect_str(table["name"], f"{prefix}.name")
     else:
@@ -671,11 +676,13 @@ def _parse_sinks(
 ) -> tuple[SinkConfig, ...]:
     if "sinks" not in data:
         return _default_sinks()
+    tables = _array_of_tables(data["sinks"], "sinks")
+    registry = SinkRegistry.installed() if tables else SinkRegistry({})
     sinks: list[SinkConfig] = []
-    for index, table in enumerate(_array_of_tables(data["sinks"], "sinks")):
+    for index, table in enumerate(tables):
         prefix = f"sinks[{index}]"
         ordinal = 1 + sum(1 for other in sinks if other.type == table.get("type"))
-        sink = _parse_sink(table, prefix, ordinal, state_dir, ctx)
+        sink = _parse_sink(table, prefix, ordinal, state_dir, ctx, registry)
         if any(other.name == sink.name for other in sinks):
             hint = "" if "name" in table else " (set `name` to tell the sinks apart)"
             raise ConfigError(f"{prefix}.name", f"duplicate sink name {sink.name!r}{hint}")

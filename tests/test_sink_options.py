@@ -18,8 +18,8 @@ from jobwatchd.sinks import (
     OptionsParser,
     SinkConfig,
     SinkContext,
+    SinkRegistry,
     create_sink,
-    parse_sink_options,
     render_sink_options,
 )
 from jobwatchd.sinks.file import FileOptions, FileSink
@@ -503,7 +503,7 @@ def test_a_type_not_installed_here_keeps_its_keys(config_dir: Path) -> None:
     context = ParseContext(base_dir=config_dir, environ={}, verify=True)
     scope = OptionScope(prefix="sinks[0]", state_dir=config_dir, context=context)
     table = {"type": "acme.nosuch", "name": "n", "labels": {}, "nested": {"k": [1]}}
-    options = parse_sink_options("acme.nosuch", table, scope)
+    options = SinkRegistry.installed().parse_options("acme.nosuch", table, scope)
     assert options == MappingProxyType({"nested": {"k": [1]}})
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol, cast, runtime_checkable
@@ -190,48 +190,70 @@ def _resolve(spec: str) -> type[Any]:
     return cls
 
 
-def sink_class(sink_type: str) -> type[Any]:
-    """The class registered for ``sink_type`` (:class:`LookupError` when none is)."""
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name == sink_type:
+@dataclass(frozen=True, slots=True)
+class SinkRegistry:
+    """The sink types installed now: for each type name its entry point (the
+    first found), else a built-in. Finding the entry points reads every
+    installed distribution's metadata, so one registry serves a whole config;
+    a reload takes a new one and sees plugins installed since."""
+
+    entries: Mapping[str, EntryPoint]
+
+    @classmethod
+    def installed(cls) -> SinkRegistry:
+        """The sink types registered under :data:`ENTRY_POINT_GROUP` now."""
+        entries: dict[str, EntryPoint] = {}
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            entries.setdefault(entry.name, entry)
+        return cls(MappingProxyType(entries))
+
+    def sink_class(self, sink_type: str) -> type[Any]:
+        """The class registered for ``sink_type`` (:class:`LookupError` when none is)."""
+        entry = self.entries.get(sink_type)
+        if entry is not None:
             loaded: type[Any] = entry.load()
             return loaded
-    if sink_type in BUILTIN_SINKS:
-        return _resolve(BUILTIN_SINKS[sink_type])
-    raise LookupError(sink_type)
+        if sink_type in BUILTIN_SINKS:
+            return _resolve(BUILTIN_SINKS[sink_type])
+        raise LookupError(sink_type)
+
+    def sink_type(self, sink_type: str) -> SinkType:
+        """The options parser and class registered for ``sink_type``: the class's
+        ``parse_options`` attribute, when it has one (:class:`LookupError` when no
+        class is registered)."""
+        cls = self.sink_class(sink_type)
+        parser: OptionsParser | None = getattr(cls, "parse_options", None)
+        return SinkType(factory=cls, parse_options=parser)
+
+    def parse_options(
+        self, sink_type: str, table: Mapping[str, object], scope: OptionScope
+    ) -> object:
+        """The options of a sink of type ``sink_type`` from its whole ``[[sinks]]`` table.
+
+        The common keys are left out; a registered parser gets the rest, a type
+        without one (or not installed here: starting the daemon reports that)
+        the rest as a read-only mapping.
+        """
+        own = MappingProxyType(
+            {key: value for key, value in table.items() if key not in COMMON_SINK_KEYS}
+        )
+        try:
+            registered = self.sink_type(sink_type)
+        except LookupError:
+            return own
+        except Exception as error:  # a plugin that fails to import: name it, in one line
+            raise ConfigError(
+                scope.key("type"),
+                f"cannot load sink type {sink_type!r}: {type(error).__name__}: {error}",
+            ) from None
+        if registered.parse_options is None:
+            return own
+        return registered.parse_options(own, scope)
 
 
-def registered_sink_type(sink_type: str) -> SinkType:
-    """The options parser and class registered for ``sink_type``: the class's
-    ``parse_options`` attribute, when it has one (:class:`LookupError` when no
-    class is registered)."""
-    cls = sink_class(sink_type)
-    parser: OptionsParser | None = getattr(cls, "parse_options", None)
-    return SinkType(factory=cls, parse_options=parser)
-
-
-def parse_sink_options(sink_type: str, table: Mapping[str, object], scope: OptionScope) -> object:
-    """The options of a sink of type ``sink_type`` from its whole ``[[sinks]]`` table.
-
-    The common keys are left out; a registered parser gets the rest, a type
-    without one (or not installed here: starting the daemon reports that) the
-    rest as a read-only mapping.
-    """
-    own = MappingProxyType(
-        {key: value for key, value in table.items() if key not in COMMON_SINK_KEYS}
-    )
-    try:
-        registered = registered_sink_type(sink_type)
-    except LookupError:
-        return own
-    except Exception as error:  # a plugin that fails to import: name it, in one line
-        raise ConfigError(
-            scope.key("type"),
-            f"cannot load sink type {sink_type!r}: {type(error).__name__}: {error}",
-        ) from None
-    if registered.parse_options is None:
-        return own
-    return registered.parse_options(own, scope)
+def sink_class(sink_type: str) -> type[Any]:
+    """The class registered for ``sink_type`` now (:class:`LookupError` when none is)."""
+    return SinkRegistry.installed().sink_class(sink_type)
 
 
 def render_sink_options(options: object) -> dict[str, object]:
