@@ -32,7 +32,7 @@ from jobwatchd.daemon import install_event_loop
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, NewEvent, NewJob
 from jobwatchd.sinks import SinkContext
-from jobwatchd.sinks.webhook import WebhookSink
+from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink
 from jobwatchd.store.sqlite import SQLiteStore
 
 SECRET = "whsec_" + base64.b64encode(b"benchmark-signing-key").decode()
@@ -122,14 +122,13 @@ async def measure(
     store: SQLiteStore, state_dir: Path, url: str, last: int, *, concurrency: int, batch: int
 ) -> float:
     """Seconds for a fresh sink to deliver the whole log."""
-    options = {
-        "url": url,
-        "secrets": (Secret(SECRET),),
-        "timeout": 10.0,
-        "max_retry_age": 60.0,
-        "concurrency": concurrency,
-        "batch_max": batch,
-    }
+    options = WebhookOptions(
+        url=url,
+        secrets=(Secret(SECRET),),
+        max_retry_age=60.0,
+        concurrency=concurrency,
+        batch_max=batch,
+    )
     sink = WebhookSink(
         SinkConfig(type="webhook", name=f"bench-{batch}", options=options),
         SinkContext(state_dir=state_dir),

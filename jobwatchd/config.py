@@ -13,30 +13,58 @@ paths in a :class:`Config` are absolute.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import dataclasses
-import difflib
 import ipaddress
-import math
 import os
 import re
-import stat
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal, TypeVar, cast, get_args
+from typing import Final, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 import tomli_w
 
 from jobwatchd.logs import get_logger
 from jobwatchd.models import EVENT_TYPES
+from jobwatchd.options import (
+    MAX_DURATION,
+    ConfigError,
+    CredentialSources,
+    ParseContext,
+    Secret,
+    check_keys,
+    expect_bool,
+    expect_choice,
+    expect_int,
+    expect_number,
+    expect_str,
+    expect_str_list,
+    expect_table,
+    expect_url,
+    field_defaults,
+    parse_duration,
+    parse_size,
+    read_secret,
+    redact_url,
+    required,
+    toml_duration,
+    toml_number,
+    toml_size,
+    type_error,
+)
+from jobwatchd.sinks import (
+    OptionScope,
+    SinkConfig,
+    SinkFilter,
+    SinkRegistry,
+    render_sink_options,
+)
+from jobwatchd.sinks.log import LogOptions
 from jobwatchd.store import redact_dsn
 from jobwatchd.validation import ValidationError, is_valid_id, validate_labels
 
@@ -44,6 +72,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_AK",
     "ENV_SK",
+    "MAX_DURATION",
     "AccountConfig",
     "ApiConfig",
     "AuthMode",
@@ -59,7 +88,6 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_size",
-    "parse_webhook_secret",
     "read_secret",
     "redact_url",
     "render_effective",
@@ -73,16 +101,11 @@ DEFAULT_ENDPOINT: Final = "https://ecs.ap-southeast-1.myhuaweicloud.com"
 DEFAULT_PROJECT_ID: Final = "0123456789abcdef0123456789abcdef"
 ENV_AK: Final = "HUAWEICLOUD_SDK_AK"
 ENV_SK: Final = "HUAWEICLOUD_SDK_SK"
-MAX_DURATION: Final = 3650 * 86400.0
-"""Ten years: longer durations are refused (event loops overflow on huge timeouts)."""
 
 AuthMode = Literal["none", "aksk", "token", "iam-password"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-FsyncPolicy = Literal["always", "batch", "never"]
 
-_SECRET_MASK: Final = "***"
 _STORE_SCHEMES: Final = ("postgresql", "postgres")
-_WEBHOOK_SECRET_PREFIX: Final = "whsec_"
 _UNIX_PREFIX: Final = "unix:"
 _MAX_UNIX_PATH: Final = 107  # sun_path is 108 bytes including the terminating NUL
 
@@ -90,54 +113,6 @@ _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SINK_TYPE = re.compile(r"[a-z0-9_.-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)\s*")
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)")
-_SECRET_OPTION = re.compile(r"secret|passw|token|api_?key|credential|private_?key", re.IGNORECASE)
-
-_DURATION_UNITS: Final[Mapping[str, Decimal]] = {
-    "ms": Decimal("0.001"),
-    "s": Decimal(1),
-    "m": Decimal(60),
-    "h": Decimal(3600),
-    "d": Decimal(86400),
-}
-_SIZE_UNITS: Final[Mapping[str, int]] = {
-    "B": 1,
-    "kB": 1000,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "TB": 1000**4,
-    "KiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
-    "TiB": 1024**4,
-}
-_T = TypeVar("_T", bound=str)
-
-_DURATION_HINT: Final = 'a duration such as "250ms", "2s", "5m", "24h", "7d" or a number of seconds'
-_SIZE_HINT: Final = 'a size such as "1MiB", "512KiB", "10kB", "100B" or a number of bytes'
-
-
-class ConfigError(Exception):
-    """A config problem, naming the key (``str(e) == f"{key}: {message}"``)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(key, message)
-        self.key = key
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
-
-
-class Secret(str):
-    """An inline secret: a plain ``str`` whose ``repr`` does not reveal it."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"Secret({_SECRET_MASK!r})"
 
 
 class _StoreUrl(str):
@@ -257,43 +232,8 @@ class PollingConfig:
     target_lag: float = 8.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SinkFilter:
-    """Which events a sink receives; ``None`` / empty means "no restriction".
-
-    Applied by :func:`jobwatchd.sinks.matches`.
-    """
-
-    types: frozenset[str] | None = None
-    statuses: frozenset[str] | None = None
-    terminal_only: bool = False
-    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SinkConfig:
-    """One ``[[sinks]]`` entry.
-
-    ``name`` keys the sink's durable delivery position. ``options`` holds the
-    type-specific keys, validated and normalised for the built-in types:
-
-    - ``file``: ``path`` (absolute :class:`Path`), ``fsync`` (``"always"``,
-      ``"batch"`` or ``"never"``);
-    - ``webhook``: ``url``, ``secrets`` (tuple of inline :class:`Secret`, from
-      ``secret`` then ``secrets``), ``secret_files`` (tuple of :class:`Path`, from
-      ``secret_file`` then ``secret_files``), ``timeout`` and ``max_retry_age``
-      (seconds), ``concurrency``, ``batch_max``;
-    - third-party types: the remaining keys, unvalidated.
-    """
-
-    type: str
-    name: str
-    filter: SinkFilter = field(default_factory=SinkFilter)
-    options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-
-
 def _default_sinks() -> tuple[SinkConfig, ...]:
-    return (SinkConfig(type="log", name="log"),)
+    return (SinkConfig(type="log", name="log", options=LogOptions()),)
 
 
 def _default_accounts() -> tuple[AccountConfig, ...]:
@@ -328,123 +268,9 @@ class Config:
 # Scalars
 
 
-def _kind(value: object) -> str:
-    """How a value is described in messages: its TOML type, never its content."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    return type(value).__name__
-
-
-def _type_error(key: str, expected: str, value: object) -> ConfigError:
-    return ConfigError(key, f"must be {expected}, not {_kind(value)}")
-
-
-def parse_duration(value: object, key: str) -> float:
-    """Seconds from ``"250ms"``, ``"2s"``, ``"5m"``, ``"24h"``, ``"7d"``, ``"1.5s"``,
-    ``"1h30m"`` or a non-negative number of seconds; :class:`ConfigError` naming
-    ``key`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _type_error(key, _DURATION_HINT, value)
-    if isinstance(value, str):
-        text = value.strip()
-        total = Decimal(0)
-        position = 0
-        while position < len(text):
-            match = _DURATION_PART.match(text, position)
-            if match is None:
-                break
-            total += Decimal(match[1]) * _DURATION_UNITS[match[2]]
-            position = match.end()
-        if not text or position < len(text):
-            raise ConfigError(key, f"invalid duration {value!r}: expected {_DURATION_HINT}")
-        seconds = float(min(total, Decimal(MAX_DURATION + 1)))
-    elif isinstance(value, int):
-        seconds = float(min(value, int(MAX_DURATION) + 1))
-    else:
-        seconds = value
-    if math.isnan(seconds):
-        raise ConfigError(key, "must be a number of seconds, not NaN")
-    if seconds < 0:
-        raise ConfigError(key, "must not be negative")
-    if seconds > MAX_DURATION:
-        raise ConfigError(key, "must be at most 3650d")
-    return seconds
-
-
-def parse_size(value: object, key: str) -> int:
-    """Bytes from ``"1MiB"``, ``"512KiB"``, ``"1GiB"``, ``"1MB"``, ``"10kB"``, ``"100B"``
-    or a non-negative integer number of bytes; :class:`ConfigError` naming ``key``
-    otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _type_error(key, _SIZE_HINT, value)
-    if isinstance(value, int):
-        size = value
-    else:
-        match = _SIZE.fullmatch(value.strip())
-        if match is None or match[2] not in _SIZE_UNITS:
-            raise ConfigError(key, f"invalid size {value!r}: expected {_SIZE_HINT}")
-        exact = Decimal(match[1]) * _SIZE_UNITS[match[2]]
-        if exact != exact.to_integral_value():
-            raise ConfigError(key, f"invalid size {value!r}: not a whole number of bytes")
-        size = int(exact)
-    if size < 0:
-        raise ConfigError(key, "must not be negative")
-    return size
-
-
-def _string(value: object, key: str) -> str:
-    if not isinstance(value, str):
-        raise _type_error(key, "a string", value)
-    if not value.strip():
-        raise ConfigError(key, "must not be empty")
-    return value
-
-
-def _boolean(value: object, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise _type_error(key, "true or false", value)
-    return value
-
-
-def _integer(value: object, key: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _type_error(key, "an integer", value)
-    if not low <= value <= high:
-        raise ConfigError(key, f"must be between {low} and {high}, not {value}")
-    return value
-
-
-def _number(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _type_error(key, "a number", value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(key, "must be a finite number")
-    return number
-
-
-def _choice(value: object, key: str, choices: tuple[_T, ...]) -> _T:
-    text = _string(value, key).lower()
-    for choice in choices:
-        if text == choice:
-            return choice
-    expected = ", ".join(f'"{choice}"' for choice in choices)
-    raise ConfigError(key, f"must be one of {expected}, not {value!r}")
-
-
 def _identifier(value: object, key: str) -> str:
     """A name or project id: ``[A-Za-z0-9_-]{1,64}`` (it ends up in URLs and metrics)."""
-    text = _string(value, key)
+    text = expect_str(value, key)
     if not is_valid_id(text):
         raise ConfigError(
             key, f"must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-', not {text!r}"
@@ -452,45 +278,10 @@ def _identifier(value: object, key: str) -> str:
     return text
 
 
-def _string_list(value: object, key: str) -> list[str]:
-    if not isinstance(value, list | tuple):
-        raise _type_error(key, "an array of strings", value)
-    if not value:
-        raise ConfigError(key, "must not be empty (leave the key out for no restriction)")
-    return [_string(item, f"{key}[{index}]") for index, item in enumerate(value)]
-
-
-def _url(value: object, key: str, *, endpoint: bool) -> str:
-    """An absolute http(s) URL without credentials or fragment.
-
-    Endpoints also refuse a query string and lose their trailing slash. The URL
-    itself is never quoted in messages: a webhook URL may embed a token.
-    """
-    text = _string(value, key)
-    if any(char.isspace() or ord(char) < 32 for char in text):
-        raise ConfigError(key, "must not contain whitespace or control characters")
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - validates the port
-    except ValueError as error:
-        raise ConfigError(key, f"invalid URL: {error}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(key, "must be an absolute http:// or https:// URL")
-    if not parts.hostname:
-        raise ConfigError(key, "must name a host")
-    if "@" in parts.netloc:
-        raise ConfigError(key, "must not carry credentials (user:password@host)")
-    if "#" in text:
-        raise ConfigError(key, "must not have a fragment")
-    if endpoint and "?" in text:
-        raise ConfigError(key, "must not have a query string")
-    return text.rstrip("/") if endpoint else text
-
-
 def _store_url(value: object, key: str) -> str:
     """``"sqlite"``, or a ``postgresql://`` / ``postgres://`` URL (never quoted
     in messages: it may hold a password)."""
-    text = _string(value, key)
+    text = expect_str(value, key)
     if text == "sqlite":
         return text
     if any(char.isspace() or ord(char) < 32 for char in text):
@@ -550,52 +341,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_webhook_secret(value: str, key: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
-    if not value.startswith(_WEBHOOK_SECRET_PREFIX):
-        raise ConfigError(key, 'must be "whsec_" followed by base64')
-    try:
-        raw = base64.b64decode(value[len(_WEBHOOK_SECRET_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(key, 'must be "whsec_" followed by valid base64') from None
-    if not raw:
-        raise ConfigError(key, 'must have key material after "whsec_"')
-    return raw
-
-
 # ---------------------------------------------------------------------------
 # Files
-
-
-def read_secret(path: Path, key: str) -> str:
-    """The content of secret file ``path``, surrounding whitespace stripped.
-
-    :class:`ConfigError` naming ``key`` when it cannot be read or is empty; a
-    warning is logged when the file is readable by group or others.
-    """
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
-            raise ConfigError(key, f"cannot read {path}: not a regular file")
-        with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            content = handle.read().decode("utf-8").strip()
-    except OSError as error:
-        raise ConfigError(key, f"cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(key, f"cannot read {path}: not valid UTF-8") from None
-    except ValueError as error:  # e.g. an embedded NUL byte in the path
-        raise ConfigError(key, f"cannot read {path}: {error}") from None
-    if mode & 0o077:
-        get_logger("jobwatchd.config").warning(
-            "secret_file_permissions",
-            key=key,
-            path=str(path),
-            mode=f"{stat.S_IMODE(mode):04o}",
-            hint="readable by group or others; chmod 600 it",
-        )
-    if not content:
-        raise ConfigError(key, f"cannot read {path}: the file is empty")
-    return content
 
 
 def _check_readable(path: Path, key: str) -> None:
@@ -606,111 +353,23 @@ def _check_readable(path: Path, key: str) -> None:
         raise ConfigError(key, f"cannot read {path}: {error.strerror or error}") from None
 
 
-CREDENTIALS_ROOT = Path("/run/credentials")
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialSources:
-    """Where ``check-config`` finds secrets that systemd hands over with ``LoadCredential=``.
-
-    A path under ``/run/credentials/UNIT/`` exists only inside the running
-    service. Outside it, such a secret is read from ``directory`` under its
-    credential name (the ``LoadCredential=NAME:PATH`` sources, e.g.
-    ``/etc/jobwatchd``), or, without a directory, left unchecked and listed.
-    """
-
-    directory: Path | None = None
-
-    def source(self, path: Path) -> Path | None:
-        """The file to read for ``path``; None when it cannot be read from here."""
-        if path.parent.parent != CREDENTIALS_ROOT or path.exists():
-            return path
-        if self.directory is None:
-            return None
-        return self.directory / path.name
-
-
-@dataclass(frozen=True, slots=True)
-class _Context:
-    """What parsing needs beyond the data: where relative paths start, env, checks.
-
-    Checks of secret files and credentials are deferred until the whole config
-    has been validated, so a typo is reported before a missing secret.
-    """
-
-    base_dir: Path
-    environ: Mapping[str, str]
-    verify: bool
-    credentials: CredentialSources | None = None
-    checks: list[Callable[[], object]] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)
-
-    def check(self, check: Callable[[], object]) -> None:
-        """Run ``check`` after validation, when secrets are verified."""
-        if self.verify:
-            self.checks.append(check)
-
-    def read_secret(self, path: Path, key: str) -> str | None:
-        """The secret at ``path``, or None when only the running service can read it."""
-        source = path if self.credentials is None else self.credentials.source(path)
-        if source is None:
-            self.unchecked.append(f"{key}: {path}")
-            return None
-        return read_secret(source, key)
-
-    def path(self, value: object, key: str, base: Path | None = None) -> Path:
-        text = _string(value, key)
-        if "\0" in text:
-            raise ConfigError(key, "must not contain NUL bytes")
-        return Path(os.path.abspath((base or self.base_dir) / text))
-
-    def secret_file(self, value: object, key: str) -> Path:
-        path = self.path(value, key)
-        self.check(lambda: self.read_secret(path, key))
-        return path
-
-
 # ---------------------------------------------------------------------------
 # Sections
 
 
-def _table(value: object, key: str) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise _type_error(key, "a table", value)
-    return cast(Mapping[str, object], value)
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _check_keys(table: Mapping[str, object], prefix: str, allowed: Sequence[str]) -> None:
-    for name in table:
-        if name not in allowed:
-            close = difflib.get_close_matches(name, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(_join(prefix, name), f"unknown key{hint}")
-
-
 def _section(data: Mapping[str, object], name: str, allowed: Sequence[str]) -> Mapping[str, object]:
-    table = _table(data.get(name, {}), name)
-    _check_keys(table, name, allowed)
+    table = expect_table(data.get(name, {}), name)
+    check_keys(table, name, allowed)
     return table
 
 
 def _array_of_tables(value: object, key: str) -> list[Mapping[str, object]]:
     if not isinstance(value, list | tuple):
-        raise _type_error(key, f"an array of tables ([[{key}]])", value)
-    return [_table(item, f"{key}[{index}]") for index, item in enumerate(value)]
+        raise type_error(key, f"an array of tables ([[{key}]])", value)
+    return [expect_table(item, f"{key}[{index}]") for index, item in enumerate(value)]
 
 
-def _required(table: Mapping[str, object], name: str, prefix: str) -> object:
-    if name not in table:
-        raise ConfigError(_join(prefix, name), "required")
-    return table[name]
-
-
-def _parse_daemon(data: Mapping[str, object], ctx: _Context) -> DaemonConfig:
+def _parse_daemon(data: Mapping[str, object], ctx: ParseContext) -> DaemonConfig:
     table = _section(
         data, "daemon", ("state_dir", "log_level", "store", "store_password_file", "lease")
     )
@@ -720,14 +379,17 @@ def _parse_daemon(data: Mapping[str, object], ctx: _Context) -> DaemonConfig:
     from_systemd = ctx.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if from_systemd:
         state_dir = Path(os.path.abspath(from_systemd))
-    log_level = _choice(table.get("log_level", "info"), "daemon.log_level", get_args(LogLevel))
-    store = _store_url(table.get("store", "sqlite"), "daemon.store")
+    defaults = field_defaults(DaemonConfig)
+    log_level = expect_choice(
+        table.get("log_level", defaults["log_level"]), "daemon.log_level", get_args(LogLevel)
+    )
+    store = _store_url(table.get("store", defaults["store"]), "daemon.store")
     password_file = None
     if "store_password_file" in table:
         if store == "sqlite":
             raise ConfigError("daemon.store_password_file", "only used with a postgresql:// store")
         password_file = ctx.secret_file(table["store_password_file"], "daemon.store_password_file")
-    lease = parse_duration(table.get("lease", DaemonConfig().lease), "daemon.lease")
+    lease = parse_duration(table.get("lease", defaults["lease"]), "daemon.lease")
     if lease < 1:
         raise ConfigError("daemon.lease", "must be at least 1s")
     return DaemonConfig(
@@ -739,7 +401,7 @@ def _parse_daemon(data: Mapping[str, object], ctx: _Context) -> DaemonConfig:
     )
 
 
-def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
+def _parse_api(data: Mapping[str, object], ctx: ParseContext) -> ApiConfig:
     table = _section(
         data,
         "api",
@@ -754,7 +416,8 @@ def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
             "allowed_hosts",
         ),
     )
-    listen = _string(table.get("listen", DEFAULT_LISTEN), "api.listen")
+    defaults = field_defaults(ApiConfig)
+    listen = expect_str(table.get("listen", defaults["listen"]), "api.listen")
     target = _parse_listen(listen, "api.listen")
     token_file = None
     if "token_file" in table:
@@ -764,16 +427,21 @@ def _parse_api(data: Mapping[str, object], ctx: _Context) -> ApiConfig:
             "api.token_file",
             f"required when api.listen ({listen!r}) is not a loopback address or a Unix socket",
         )
-    max_batch = _integer(table.get("max_batch", 1000), "api.max_batch", 1, 100_000)
-    max_body = parse_size(table.get("max_body", 1024**2), "api.max_body")
+    max_batch = expect_int(
+        table.get("max_batch", defaults["max_batch"]), "api.max_batch", 1, 100_000
+    )
+    max_body = parse_size(table.get("max_body", defaults["max_body"]), "api.max_body")
     if max_body < 1:
         raise ConfigError("api.max_body", "must be at least 1B")
-    max_connections = _integer(
-        table.get("max_connections", 1024), "api.max_connections", 8, 1_000_000
+    max_connections = expect_int(
+        table.get("max_connections", defaults["max_connections"]),
+        "api.max_connections",
+        8,
+        1_000_000,
     )
     timeouts = {}
-    for name, default in (("header_timeout", "10s"), ("body_timeout", "30s")):
-        seconds = parse_duration(table.get(name, default), f"api.{name}")
+    for name in ("header_timeout", "body_timeout"):
+        seconds = parse_duration(table.get(name, defaults[name]), f"api.{name}")
         if not 0 < seconds <= 3600:
             raise ConfigError(f"api.{name}", "must be greater than 0 and at most 1h")
         timeouts[name] = seconds
@@ -843,28 +511,33 @@ _AUTH_ONLY_KEYS: Final[Mapping[str, AuthMode]] = {
 }
 
 
-def _parse_account(table: Mapping[str, object], prefix: str, ctx: _Context) -> AccountConfig:
-    _check_keys(table, prefix, _ACCOUNT_KEYS)
-    name = _identifier(_required(table, "name", prefix), f"{prefix}.name")
-    endpoint = _url(_required(table, "endpoint", prefix), f"{prefix}.endpoint", endpoint=True)
-    project_id = _identifier(_required(table, "project_id", prefix), f"{prefix}.project_id")
-    auth = _choice(table.get("auth", "aksk"), f"{prefix}.auth", get_args(AuthMode))
+def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) -> AccountConfig:
+    check_keys(table, prefix, _ACCOUNT_KEYS)
+    name = _identifier(required(table, "name", prefix), f"{prefix}.name")
+    endpoint = expect_url(required(table, "endpoint", prefix), f"{prefix}.endpoint", endpoint=True)
+    project_id = _identifier(required(table, "project_id", prefix), f"{prefix}.project_id")
+    defaults = field_defaults(AccountConfig)
+    auth = expect_choice(table.get("auth", defaults["auth"]), f"{prefix}.auth", get_args(AuthMode))
     for key, mode in _AUTH_ONLY_KEYS.items():
         if key in table and mode != auth:
             raise ConfigError(
                 f"{prefix}.{key}", f'only used with auth = "{mode}" (this account has "{auth}")'
             )
-    rate_limit = _number(table.get("rate_limit", 20), f"{prefix}.rate_limit")
+    rate_limit = expect_number(
+        table.get("rate_limit", defaults["rate_limit"]), f"{prefix}.rate_limit"
+    )
     if rate_limit <= 0:
         raise ConfigError(f"{prefix}.rate_limit", "must be greater than 0")
-    request_timeout = parse_duration(table.get("request_timeout", 10), f"{prefix}.request_timeout")
+    request_timeout = parse_duration(
+        table.get("request_timeout", defaults["request_timeout"]), f"{prefix}.request_timeout"
+    )
     if request_timeout <= 0:
         raise ConfigError(f"{prefix}.request_timeout", "must be greater than 0")
 
-    def secret(key: str, *, required: bool = False) -> Path | None:
-        if key not in table and not required:
+    def secret(key: str, *, needed: bool = False) -> Path | None:
+        if key not in table and not needed:
             return None
-        return ctx.secret_file(_required(table, key, prefix), f"{prefix}.{key}")
+        return ctx.secret_file(required(table, key, prefix), f"{prefix}.{key}")
 
     def aksk_available() -> None:
         for key, variable in (("ak_file", ENV_AK), ("sk_file", ENV_SK)):
@@ -881,11 +554,13 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: _Context) -> A
         ca_file = ctx.path(table["ca_file"], f"{prefix}.ca_file")
         ctx.check(partial(_check_readable, ca_file, f"{prefix}.ca_file"))
     max_response_size = parse_size(
-        table.get("max_response_size", 1024**2), f"{prefix}.max_response_size"
+        table.get("max_response_size", defaults["max_response_size"]), f"{prefix}.max_response_size"
     )
     if not 1024 <= max_response_size <= 256 * 1024**2:
         raise ConfigError(f"{prefix}.max_response_size", "must be between 1KiB and 256MiB")
-    max_sub_jobs = _integer(table.get("max_sub_jobs", 5000), f"{prefix}.max_sub_jobs", 1, 1_000_000)
+    max_sub_jobs = expect_int(
+        table.get("max_sub_jobs", defaults["max_sub_jobs"]), f"{prefix}.max_sub_jobs", 1, 1_000_000
+    )
     return AccountConfig(
         name=name,
         max_response_size=max_response_size,
@@ -895,23 +570,25 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: _Context) -> A
         auth=auth,
         rate_limit=rate_limit,
         request_timeout=request_timeout,
-        token_file=secret("token_file", required=auth == "token"),
+        token_file=secret("token_file", needed=auth == "token"),
         ak_file=secret("ak_file"),
         sk_file=secret("sk_file"),
         security_token_file=secret("security_token_file"),
         iam_endpoint=(
-            _url(_required(table, "iam_endpoint", prefix), f"{prefix}.iam_endpoint", endpoint=True)
+            expect_url(
+                required(table, "iam_endpoint", prefix), f"{prefix}.iam_endpoint", endpoint=True
+            )
             if iam
             else None
         ),
-        domain=_string(_required(table, "domain", prefix), f"{prefix}.domain") if iam else None,
-        user=_string(_required(table, "user", prefix), f"{prefix}.user") if iam else None,
-        password_file=secret("password_file", required=iam),
+        domain=expect_str(required(table, "domain", prefix), f"{prefix}.domain") if iam else None,
+        user=expect_str(required(table, "user", prefix), f"{prefix}.user") if iam else None,
+        password_file=secret("password_file", needed=iam),
         ca_file=ca_file,
     )
 
 
-def _parse_accounts(data: Mapping[str, object], ctx: _Context) -> tuple[AccountConfig, ...]:
+def _parse_accounts(data: Mapping[str, object], ctx: ParseContext) -> tuple[AccountConfig, ...]:
     if "accounts" not in data:
         tables: list[Mapping[str, object]] = [
             {"name": "default", "endpoint": DEFAULT_ENDPOINT, "project_id": DEFAULT_PROJECT_ID}
@@ -939,17 +616,17 @@ def _parse_polling(data: Mapping[str, object]) -> PollingConfig:
             raise ConfigError(f"polling.{name}", "must be greater than 0")
         return seconds
 
-    concurrency = _integer(
+    concurrency = expect_int(
         table.get("concurrency", defaults.concurrency), "polling.concurrency", 1, 10_000
     )
     min_interval = duration("min_interval", positive=True)
     max_interval = duration("max_interval", positive=True)
     if max_interval < min_interval:
         raise ConfigError("polling.max_interval", "must not be less than polling.min_interval")
-    multiplier = _number(table.get("multiplier", defaults.multiplier), "polling.multiplier")
+    multiplier = expect_number(table.get("multiplier", defaults.multiplier), "polling.multiplier")
     if multiplier < 1:
         raise ConfigError("polling.multiplier", "must be at least 1")
-    jitter = _number(table.get("jitter", defaults.jitter), "polling.jitter")
+    jitter = expect_number(table.get("jitter", defaults.jitter), "polling.jitter")
     if not 0 <= jitter <= 1:
         raise ConfigError("polling.jitter", "must be between 0 and 1")
     return PollingConfig(
@@ -962,33 +639,15 @@ def _parse_polling(data: Mapping[str, object]) -> PollingConfig:
         timeout=duration("timeout", positive=True),
         not_found_grace=duration("not_found_grace"),
         retention=duration("retention"),
-        adaptive=_boolean(table.get("adaptive", defaults.adaptive), "polling.adaptive"),
+        adaptive=expect_bool(table.get("adaptive", defaults.adaptive), "polling.adaptive"),
         target_lag=duration("target_lag", positive=True),
     )
-
-
-_FILTER_KEYS: Final = ("types", "statuses", "terminal_only", "labels")
-_SINK_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
-    "log": (),
-    "file": ("path", "fsync"),
-    "webhook": (
-        "url",
-        "secret",
-        "secrets",
-        "secret_file",
-        "secret_files",
-        "timeout",
-        "max_retry_age",
-        "concurrency",
-        "batch_max",
-    ),
-}
 
 
 def _parse_filter(table: Mapping[str, object], prefix: str) -> SinkFilter:
     types = None
     if "types" in table:
-        names = _string_list(table["types"], f"{prefix}.types")
+        names = expect_str_list(table["types"], f"{prefix}.types")
         for index, name in enumerate(names):
             if name not in EVENT_TYPES:
                 expected = ", ".join(f'"{known}"' for known in sorted(EVENT_TYPES))
@@ -998,8 +657,8 @@ def _parse_filter(table: Mapping[str, object], prefix: str) -> SinkFilter:
         types = frozenset(names)
     statuses = None
     if "statuses" in table:
-        statuses = frozenset(_string_list(table["statuses"], f"{prefix}.statuses"))
-    terminal_only = _boolean(table.get("terminal_only", False), f"{prefix}.terminal_only")
+        statuses = frozenset(expect_str_list(table["statuses"], f"{prefix}.statuses"))
+    terminal_only = expect_bool(table.get("terminal_only", False), f"{prefix}.terminal_only")
     try:
         labels = validate_labels(table.get("labels", {}), f"{prefix}.labels")
     except ValidationError as error:
@@ -1012,70 +671,24 @@ def _parse_filter(table: Mapping[str, object], prefix: str) -> SinkFilter:
     )
 
 
-def _parse_webhook(table: Mapping[str, object], prefix: str, ctx: _Context) -> dict[str, object]:
-    def inline(value: object, key: str) -> Secret:
-        text = _string(value, key).strip()
-        parse_webhook_secret(text, key)
-        return Secret(text)
-
-    def from_file(value: object, key: str) -> Path:
-        path = ctx.path(value, key)
-
-        def verify() -> None:
-            secret = ctx.read_secret(path, key)
-            if secret is not None:
-                parse_webhook_secret(secret, key)
-
-        ctx.check(verify)
-        return path
-
-    def many(name: str) -> list[object]:
-        if name not in table:
-            return []
-        value = table[name]
-        if not isinstance(value, list | tuple):
-            raise _type_error(f"{prefix}.{name}", "an array of strings", value)
-        return list(value)
-
-    secrets = [inline(table["secret"], f"{prefix}.secret")] if "secret" in table else []
-    secrets += [inline(v, f"{prefix}.secrets[{i}]") for i, v in enumerate(many("secrets"))]
-    files = (
-        [from_file(table["secret_file"], f"{prefix}.secret_file")] if "secret_file" in table else []
-    )
-    files += [
-        from_file(v, f"{prefix}.secret_files[{i}]") for i, v in enumerate(many("secret_files"))
-    ]
-
-    timeout = parse_duration(table.get("timeout", 10), f"{prefix}.timeout")
-    if timeout <= 0:
-        raise ConfigError(f"{prefix}.timeout", "must be greater than 0")
-    return {
-        "url": _url(_required(table, "url", prefix), f"{prefix}.url", endpoint=False),
-        "secrets": tuple(secrets),
-        "secret_files": tuple(files),
-        "timeout": timeout,
-        "max_retry_age": parse_duration(
-            table.get("max_retry_age", 86400), f"{prefix}.max_retry_age"
-        ),
-        "concurrency": _integer(table.get("concurrency", 8), f"{prefix}.concurrency", 1, 1000),
-        "batch_max": _integer(table.get("batch_max", 1), f"{prefix}.batch_max", 1, 10_000),
-    }
-
-
 def _parse_sink(
-    table: Mapping[str, object], prefix: str, ordinal: int, state_dir: Path, ctx: _Context
+    table: Mapping[str, object],
+    prefix: str,
+    ordinal: int,
+    state_dir: Path,
+    ctx: ParseContext,
+    registry: SinkRegistry,
 ) -> SinkConfig:
-    sink_type = _string(_required(table, "type", prefix), f"{prefix}.type")
+    sink_type = expect_str(required(table, "type", prefix), f"{prefix}.type")
     if not _SINK_TYPE.fullmatch(sink_type):
         raise ConfigError(
             f"{prefix}.type",
             f"must be 1-64 characters of a-z, 0-9, '_', '.' or '-', not {sink_type!r}",
         )
-    common = ("type", "name", *_FILTER_KEYS)
-    if sink_type in _SINK_KEYS:
-        _check_keys(table, prefix, (*common, *_SINK_KEYS[sink_type]))
+    scope = OptionScope(prefix=prefix, state_dir=state_dir, context=ctx)
+    options = registry.parse_options(sink_type, table, scope)
     if "name" in table:
-        name = _string(table["name"], f"{prefix}.name")
+        name = expect_str(table["name"], f"{prefix}.name")
     else:
         name = sink_type if ordinal == 1 else f"{sink_type}-{ordinal}"
     if not _SINK_NAME.fullmatch(name):
@@ -1083,36 +696,23 @@ def _parse_sink(
             f"{prefix}.name",
             f"must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' or '-', not {name!r}",
         )
-    options: dict[str, object]
-    if sink_type == "log":
-        options = {}
-    elif sink_type == "file":
-        options = {
-            "path": ctx.path(_required(table, "path", prefix), f"{prefix}.path", state_dir),
-            "fsync": _choice(table.get("fsync", "batch"), f"{prefix}.fsync", get_args(FsyncPolicy)),
-        }
-    elif sink_type == "webhook":
-        options = _parse_webhook(table, prefix, ctx)
-    else:
-        options = {key: value for key, value in table.items() if key not in common}
     return SinkConfig(
-        type=sink_type,
-        name=name,
-        filter=_parse_filter(table, prefix),
-        options=MappingProxyType(options),
+        type=sink_type, name=name, filter=_parse_filter(table, prefix), options=options
     )
 
 
 def _parse_sinks(
-    data: Mapping[str, object], state_dir: Path, ctx: _Context
+    data: Mapping[str, object], state_dir: Path, ctx: ParseContext
 ) -> tuple[SinkConfig, ...]:
     if "sinks" not in data:
         return _default_sinks()
+    tables = _array_of_tables(data["sinks"], "sinks")
+    registry = SinkRegistry.installed() if tables else SinkRegistry({})
     sinks: list[SinkConfig] = []
-    for index, table in enumerate(_array_of_tables(data["sinks"], "sinks")):
+    for index, table in enumerate(tables):
         prefix = f"sinks[{index}]"
         ordinal = 1 + sum(1 for other in sinks if other.type == table.get("type"))
-        sink = _parse_sink(table, prefix, ordinal, state_dir, ctx)
+        sink = _parse_sink(table, prefix, ordinal, state_dir, ctx, registry)
         if any(other.name == sink.name for other in sinks):
             hint = "" if "name" in table else " (set `name` to tell the sinks apart)"
             raise ConfigError(f"{prefix}.name", f"duplicate sink name {sink.name!r}{hint}")
@@ -1128,13 +728,13 @@ def _build(
     credentials: CredentialSources | None = None,
 ) -> Config:
     source = Path(os.path.abspath(source)) if source is not None else None
-    ctx = _Context(
+    ctx = ParseContext(
         base_dir=source.parent if source is not None else Path.cwd(),
         environ=environ,
         verify=verify,
         credentials=credentials,
     )
-    _check_keys(data, "", ("daemon", "api", "accounts", "polling", "sinks"))
+    check_keys(data, "", ("daemon", "api", "accounts", "polling", "sinks"))
     daemon = _parse_daemon(data, ctx)
     config = Config(
         daemon=daemon,
@@ -1218,94 +818,6 @@ def resolve_config_path(
 # Rendering
 
 
-def _toml_duration(seconds: float) -> str | float:
-    """``"7d"``, ``"2m"``, ``"250ms"``, ``"1.5s"`` when exact, else the number itself."""
-    candidates: list[str] = []
-    for unit in ("d", "h", "m", "s"):
-        count = seconds / float(_DURATION_UNITS[unit])
-        if count.is_integer():
-            candidates.append(f"{int(count)}{unit}")
-    millis = seconds * 1000
-    if millis.is_integer():
-        candidates.append(f"{int(millis)}ms")
-    candidates.append(f"{seconds!r}s")
-    for candidate in candidates:
-        if _DURATION_PART.fullmatch(candidate) and parse_duration(candidate, "") == seconds:
-            return candidate
-    return seconds
-
-
-def _toml_size(size: int) -> str | int:
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        count, rest = divmod(size, _SIZE_UNITS[unit])
-        if count and not rest:
-            return f"{count}{unit}"
-    return size
-
-
-def _toml_number(value: float) -> int | float:
-    return int(value) if value.is_integer() else value
-
-
-def redact_url(url: str) -> str:
-    """``url`` for display: scheme, host, port and path kept, the userinfo and
-    every query value (and a fragment) shown as ``***``, query names kept.
-
-    ``https://u:p@h:8443/hook?token=abc&v`` reads ``https://***@h:8443/hook?token=***&***``.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _SECRET_MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{_SECRET_MASK}@{netloc.rpartition('@')[2]}"
-    query = "&".join(_mask_query_item(item) for item in parts.query.split("&"))
-    fragment = _SECRET_MASK if parts.fragment else ""
-    return parts._replace(netloc=netloc, query=query, fragment=fragment).geturl()
-
-
-def _mask_query_item(item: str) -> str:
-    """``name=***``; a bare item (which may be the token itself) as ``***``."""
-    if not item:
-        return item
-    name, equals, _ = item.partition("=")
-    return f"{name}={_SECRET_MASK}" if equals else _SECRET_MASK
-
-
-def _redact_text(text: str) -> str:
-    """A third-party option's string: URLs as by :func:`redact_url`, and any
-    libpq-style ``password=`` pair masked."""
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return redact_dsn(text)
-    if parts.scheme and parts.netloc:
-        return redact_url(text)
-    return redact_dsn(text)
-
-
-def _mask(value: object) -> object:
-    """Third-party options: hide values under secret-looking keys (``*_file`` paths
-    stay), and the credentials and query values of URLs."""
-    if isinstance(value, Mapping):
-        return {
-            key: (
-                _SECRET_MASK
-                if _SECRET_OPTION.search(key) and not key.endswith(("_file", "_files"))
-                else _mask(item)
-            )
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_mask(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, str):
-        return _redact_text(value)
-    return value
-
-
 def _drop_none(table: Mapping[str, object]) -> dict[str, object]:
     return {key: value for key, value in table.items() if value is not None}
 
@@ -1320,8 +832,8 @@ def _render_account(account: AccountConfig) -> dict[str, object]:
             "endpoint": account.endpoint,
             "project_id": account.project_id,
             "auth": account.auth,
-            "rate_limit": _toml_number(account.rate_limit),
-            "request_timeout": _toml_duration(account.request_timeout),
+            "rate_limit": toml_number(account.rate_limit),
+            "request_timeout": toml_duration(account.request_timeout),
             "token_file": text(account.token_file),
             "ak_file": text(account.ak_file),
             "sk_file": text(account.sk_file),
@@ -1331,7 +843,7 @@ def _render_account(account: AccountConfig) -> dict[str, object]:
             "user": account.user,
             "password_file": text(account.password_file),
             "ca_file": text(account.ca_file),
-            "max_response_size": _toml_size(account.max_response_size),
+            "max_response_size": toml_size(account.max_response_size),
             "max_sub_jobs": account.max_sub_jobs,
         }
     )
@@ -1339,25 +851,7 @@ def _render_account(account: AccountConfig) -> dict[str, object]:
 
 def _render_sink(sink: SinkConfig) -> dict[str, object]:
     rendered: dict[str, object] = {"type": sink.type, "name": sink.name}
-    options = dict(sink.options)
-    if sink.type == "file":
-        rendered |= {"path": str(options["path"]), "fsync": options["fsync"]}
-    elif sink.type == "webhook":
-        rendered["url"] = redact_url(cast(str, options["url"]))
-        secrets = cast(tuple[Secret, ...], options["secrets"])
-        files = cast(tuple[Path, ...], options["secret_files"])
-        if secrets:
-            rendered["secrets"] = [_SECRET_MASK for _ in secrets]
-        if files:
-            rendered["secret_files"] = [str(path) for path in files]
-        rendered |= {
-            "timeout": _toml_duration(cast(float, options["timeout"])),
-            "max_retry_age": _toml_duration(cast(float, options["max_retry_age"])),
-            "concurrency": options["concurrency"],
-            "batch_max": options["batch_max"],
-        }
-    else:
-        rendered |= cast(dict[str, object], _mask(options))
+    rendered |= render_sink_options(sink.options)
     if sink.filter.types is not None:
         rendered["types"] = sorted(sink.filter.types)
     if sink.filter.statuses is not None:
@@ -1385,7 +879,7 @@ def render_effective(config: Config) -> str:
             "log_level": config.daemon.log_level,
             "store": redact_dsn(config.daemon.store),
             "store_password_file": None if password_file is None else str(password_file),
-            "lease": _toml_duration(config.daemon.lease),
+            "lease": toml_duration(config.daemon.lease),
         }
     )
     api = _drop_none(
@@ -1393,10 +887,10 @@ def render_effective(config: Config) -> str:
             "listen": config.api.listen,
             "token_file": None if config.api.token_file is None else str(config.api.token_file),
             "max_batch": config.api.max_batch,
-            "max_body": _toml_size(config.api.max_body),
+            "max_body": toml_size(config.api.max_body),
             "max_connections": config.api.max_connections,
-            "header_timeout": _toml_duration(config.api.header_timeout),
-            "body_timeout": _toml_duration(config.api.body_timeout),
+            "header_timeout": toml_duration(config.api.header_timeout),
+            "body_timeout": toml_duration(config.api.body_timeout),
             "allowed_hosts": list(config.api.allowed_hosts),
         }
     )
@@ -1409,16 +903,16 @@ def render_effective(config: Config) -> str:
             "polling",
             {
                 "concurrency": polling.concurrency,
-                "initial_delay": _toml_duration(polling.initial_delay),
-                "min_interval": _toml_duration(polling.min_interval),
-                "max_interval": _toml_duration(polling.max_interval),
+                "initial_delay": toml_duration(polling.initial_delay),
+                "min_interval": toml_duration(polling.min_interval),
+                "max_interval": toml_duration(polling.max_interval),
                 "multiplier": polling.multiplier,
                 "jitter": polling.jitter,
-                "timeout": _toml_duration(polling.timeout),
-                "not_found_grace": _toml_duration(polling.not_found_grace),
-                "retention": _toml_duration(polling.retention),
+                "timeout": toml_duration(polling.timeout),
+                "not_found_grace": toml_duration(polling.not_found_grace),
+                "retention": toml_duration(polling.retention),
                 "adaptive": polling.adaptive,
-                "target_lag": _toml_duration(polling.target_lag),
+                "target_lag": toml_duration(polling.target_lag),
             },
         )
     )

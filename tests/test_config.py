@@ -29,11 +29,13 @@ from jobwatchd.config import (
     parse_config,
     parse_duration,
     parse_size,
-    parse_webhook_secret,
     read_secret,
     render_effective,
     resolve_config_path,
 )
+from jobwatchd.sinks.file import FileOptions
+from jobwatchd.sinks.log import LogOptions
+from jobwatchd.sinks.webhook import WebhookOptions, parse_webhook_secret
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "jobwatchd.example.toml"
@@ -243,8 +245,8 @@ def test_builtin_defaults_need_no_credentials() -> None:
             request_timeout=10.0,
         ),
     )
-    assert [(sink.type, sink.name, dict(sink.options)) for sink in config.sinks] == [
-        ("log", "log", {})
+    assert [(sink.type, sink.name, sink.options) for sink in config.sinks] == [
+        ("log", "log", LogOptions())
     ]
     assert config == Config(accounts=config.accounts)
 
@@ -571,7 +573,9 @@ def test_state_directory_env_wins(variable: str, expected: Path) -> None:
         environ,
     )
     assert config.daemon.state_dir == expected
-    assert config.sinks[0].options["path"] == expected / "t.jsonl"
+    file_options = config.sinks[0].options
+    assert isinstance(file_options, FileOptions)
+    assert file_options.path == expected / "t.jsonl"
     assert load_config(None, environ=environ).daemon.state_dir == (
         expected if variable else Path("/var/lib/jobwatchd")
     )
@@ -751,9 +755,9 @@ def test_file_sink_path_is_relative_to_state_dir(tmp_path: Path) -> None:
         ),
         source=Path("/elsewhere/jobwatchd.toml"),
     )
-    assert [dict(sink.options) for sink in config.sinks] == [
-        {"path": tmp_path / "out" / "t.jsonl", "fsync": "batch"},
-        {"path": Path("/var/log/jw.jsonl"), "fsync": "always"},
+    assert [sink.options for sink in config.sinks] == [
+        FileOptions(path=tmp_path / "out" / "t.jsonl", fsync="batch"),
+        FileOptions(path=Path("/var/log/jw.jsonl"), fsync="always"),
     ]
 
 
@@ -782,25 +786,26 @@ def test_webhook_options_are_normalised(tmp_path: Path) -> None:
     )
     plain, signed = config.sinks
     assert (plain.name, signed.name) == ("webhook", "webhook-2")
-    assert dict(plain.options) == {
-        "url": "https://h.example.com/x?k=v",
-        "secrets": (),
-        "secret_files": (),
-        "timeout": 10.0,
-        "max_retry_age": 86400.0,
-        "concurrency": 8,
-        "batch_max": 1,
-    }
-    assert dict(signed.options) == {
-        "url": "http://h.example.com/",
-        "secrets": (WEBHOOK_SECRET, OTHER_WEBHOOK_SECRET),
-        "secret_files": (tmp_path / "hook1", tmp_path / "hook2"),
-        "timeout": 2.0,
-        "max_retry_age": 3600.0,
-        "concurrency": 2,
-        "batch_max": 50,
-    }
-    secrets = signed.options["secrets"]
+    assert plain.options == WebhookOptions(
+        url="https://h.example.com/x?k=v",
+        secrets=(),
+        secret_files=(),
+        timeout=10.0,
+        max_retry_age=86400.0,
+        concurrency=8,
+        batch_max=1,
+    )
+    assert signed.options == WebhookOptions(
+        url="http://h.example.com/",
+        secrets=(Secret(WEBHOOK_SECRET), Secret(OTHER_WEBHOOK_SECRET)),
+        secret_files=(tmp_path / "hook1", tmp_path / "hook2"),
+        timeout=2.0,
+        max_retry_age=3600.0,
+        concurrency=2,
+        batch_max=50,
+    )
+    assert isinstance(signed.options, WebhookOptions)
+    secrets = signed.options.secrets
     assert isinstance(secrets, tuple)
     assert all(isinstance(secret, Secret) for secret in secrets)
     assert WEBHOOK_SECRET not in repr(config)
@@ -826,6 +831,7 @@ def test_third_party_sink_options_pass_through() -> None:
     )
     (sink,) = config.sinks
     assert (sink.type, sink.name, sink.filter.terminal_only) == ("acme.kafka", "acme.kafka", True)
+    assert isinstance(sink.options, Mapping)
     assert dict(sink.options) == {
         "topic": "jobs",
         "brokers": ["a:9092", "b:9092"],
@@ -1134,8 +1140,11 @@ def test_example_config_loads(tmp_path: Path) -> None:
         ("file", "file"),
         ("webhook", "ops-hook"),
     ]
-    assert config.sinks[1].options["path"] == Path("/var/lib/jobwatchd/transitions.jsonl")
-    assert config.sinks[2].options["secret_files"] == (tmp_path / "webhook-secret",)
+    file_options, hook_options = config.sinks[1].options, config.sinks[2].options
+    assert isinstance(file_options, FileOptions)
+    assert isinstance(hook_options, WebhookOptions)
+    assert file_options.path == Path("/var/lib/jobwatchd/transitions.jsonl")
+    assert hook_options.secret_files == (tmp_path / "webhook-secret",)
     assert config.sinks[2].filter.terminal_only is True
     assert dict(config.sinks[2].filter.labels) == {"team": "platform"}
     assert config.polling == PollingConfig()
@@ -1180,7 +1189,9 @@ def test_simulate_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     )
     assert (config.polling.min_interval, config.polling.max_interval) == (1.0, 10.0)
     assert [s.type for s in config.sinks] == ["log", "file"]
-    assert config.sinks[1].options["path"] == tmp_path / "state" / "transitions.jsonl"
+    file_options = config.sinks[1].options
+    assert isinstance(file_options, FileOptions)
+    assert file_options.path == tmp_path / "state" / "transitions.jsonl"
     assert config.api.listen == "127.0.0.1:8787"
 
 

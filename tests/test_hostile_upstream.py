@@ -33,7 +33,7 @@ from jobwatchd.models import (
 )
 from jobwatchd.simulator import Simulator
 from jobwatchd.sinks import Delivery, SinkContext
-from jobwatchd.sinks.webhook import WebhookSink, scrub_answer
+from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink, scrub_answer
 from jobwatchd.statemachine import Snapshot, observe
 from jobwatchd.upstream import (
     JOB_ID_MISMATCH_CODE,
@@ -274,9 +274,11 @@ def _delivery(job_id: str) -> Delivery:
 
 
 async def _dead_letter_reason(hostile: Hostile, tmp_path: Path, behaviour: str) -> str:
-    options = {"url": f"{hostile.url}/hook/{behaviour}", "secrets": (Secret(SECRET),)}
+    options = WebhookOptions(
+        url=f"{hostile.url}/hook/{behaviour}", secrets=(Secret(SECRET),), timeout=5.0
+    )
     sink = WebhookSink(
-        SinkConfig(type="webhook", name="hook", options={**options, "timeout": 5.0}),
+        SinkConfig(type="webhook", name="hook", options=options),
         SinkContext(state_dir=tmp_path),
     )
     await sink.start()

@@ -4,8 +4,6 @@ advance only on acknowledgement."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -20,10 +18,11 @@ from jobwatchd.config import ConfigError, SinkConfig, SinkFilter
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, StoredEvent
 from jobwatchd.sinks import Delivery, SinkContext, create_sink, decode, matches, sink_class
-from jobwatchd.sinks.file import FileSink
+from jobwatchd.sinks.file import FileOptions, FileSink
 from jobwatchd.sinks.log import LogSink
 from jobwatchd.store.sqlite import SQLiteStore
 from tests.conftest import async_wait_until
+from tests.plugins import sink_plugin
 
 FAST_RETRY = BackoffPolicy(min_interval=0.01, max_interval=0.05, multiplier=2.0, jitter=0.0)
 
@@ -85,7 +84,7 @@ def test_filters(sink_filter: SinkFilter, event: dict[str, Any], expected: bool)
 
 async def test_file_sink_appends_and_reopens_after_rotation(tmp_path: Path) -> None:
     config = SinkConfig(
-        type="file", name="file", options={"path": "out/events.jsonl", "fsync": "always"}
+        type="file", name="file", options=FileOptions(path=Path("out/events.jsonl"), fsync="always")
     )
     sink = FileSink(config, SinkContext(state_dir=tmp_path))
     await sink.start()
@@ -121,26 +120,21 @@ def test_unknown_sink_type_is_a_config_error(tmp_path: Path) -> None:
 def test_third_party_sink_is_found_through_its_entry_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "acme_sink.py").write_text(
+    source = (
         "class AcmeSink:\n"
         "    def __init__(self, config, context):\n"
         "        self.name = config.name\n"
         "        self.options = dict(config.options)\n"
     )
-    dist = tmp_path / "acme_sink-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-sink\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[jobwatchd.sinks]\nacme = acme_sink:AcmeSink\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    assert sink_class("acme").__name__ == "AcmeSink"
-    sink: Any = create_sink(
-        SinkConfig(type="acme", name="mine", options={"topic": "t"}),
-        SinkContext(state_dir=tmp_path),
-        0,
-    )
+    entries = {"acme": "acme_sink:AcmeSink"}
+    with sink_plugin(tmp_path, monkeypatch, module="acme_sink", source=source, entries=entries):
+        assert sink_class("acme").__name__ == "AcmeSink"
+        sink: Any = create_sink(
+            SinkConfig(type="acme", name="mine", options={"topic": "t"}),
+            SinkContext(state_dir=tmp_path),
+            0,
+        )
     assert (sink.name, sink.options) == ("mine", {"topic": "t"})
-    sys.modules.pop("acme_sink", None)
 
 
 class FlakySink:

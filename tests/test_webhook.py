@@ -42,7 +42,7 @@ from jobwatchd.deadletters import DeadLetterStore
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, iso_time
 from jobwatchd.sinks import SinkContext
-from jobwatchd.sinks.webhook import BATCH_CONTENT_TYPE, CONTENT_TYPE, WebhookSink
+from jobwatchd.sinks.webhook import BATCH_CONTENT_TYPE, CONTENT_TYPE, WebhookOptions, WebhookSink
 from jobwatchd.store.sqlite import SQLiteStore
 from tests.conftest import (
     DaemonProcess,
@@ -256,8 +256,8 @@ async def start_sink(tmp_path: Path, store: SQLiteStore) -> AsyncIterator[Callab
 
     async def start(url: str, **options: Any) -> Running:
         sink_filter = options.pop("filter", SinkFilter())
-        options = {"url": url, "secrets": (Secret(SECRET),), "timeout": 2.0, **options}
-        config = SinkConfig(type="webhook", name="hook", options=options)
+        options = {"secrets": (Secret(SECRET),), "timeout": 2.0, **options}
+        config = SinkConfig(type="webhook", name="hook", options=WebhookOptions(url=url, **options))
         sink = WebhookSink(config, SinkContext(state_dir=tmp_path))
         await sink.start()
         runner = SinkRunner(sink, sink_filter, store)

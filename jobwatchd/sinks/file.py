@@ -4,28 +4,58 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final, Literal, get_args
 
-from jobwatchd.config import SinkConfig
-from jobwatchd.sinks import Delivery, SinkContext
+from jobwatchd.options import expect_choice, field_defaults
+from jobwatchd.sinks import Delivery, OptionScope, SinkConfig, SinkContext
 
-FSYNC_POLICIES = ("always", "batch", "never")
+FsyncPolicy = Literal["always", "batch", "never"]
+FSYNC_POLICIES: Final[tuple[FsyncPolicy, ...]] = get_args(FsyncPolicy)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileOptions:
+    """``path`` (required; relative to the state directory) and ``fsync``.
+
+    ``fsync``: ``always`` syncs after each event, ``batch`` once per delivered
+    batch, ``never`` leaves it to the OS.
+    """
+
+    path: Path
+    """Absolute once parsed; a relative path given directly starts at the state directory."""
+    fsync: FsyncPolicy = "batch"
+
+    @classmethod
+    def parse(cls, table: Mapping[str, object], scope: OptionScope) -> FileOptions:
+        """The options of a ``file`` sink table."""
+        scope.check_keys(table, ("path", "fsync"))
+        defaults = field_defaults(cls)
+        path = scope.context.path(scope.required(table, "path"), scope.key("path"), scope.state_dir)
+        fsync = expect_choice(
+            table.get("fsync", defaults["fsync"]), scope.key("fsync"), FSYNC_POLICIES
+        )
+        return cls(path=path, fsync=fsync)
+
+    def render(self) -> dict[str, object]:
+        """As written in TOML."""
+        return {"path": str(self.path), "fsync": self.fsync}
 
 
 class FileSink:
-    """Appends events to ``path``; reopened on SIGHUP so logrotate can move the file.
+    """Appends events to ``path``; reopened on SIGHUP so logrotate can move the file."""
 
-    ``fsync``: ``always`` syncs after each event, ``batch`` once per delivered
-    batch (the default), ``never`` leaves it to the OS.
-    """
+    parse_options = FileOptions.parse
 
     def __init__(self, config: SinkConfig, context: SinkContext) -> None:
+        options = config.options
+        if not isinstance(options, FileOptions):
+            raise TypeError(f"file sink {config.name!r}: options must be FileOptions")
         self.name = config.name
-        raw_path = Path(str(config.options["path"]))
-        self.path = raw_path if raw_path.is_absolute() else context.state_dir / raw_path
-        self.fsync = str(config.options.get("fsync", "batch"))
+        self.path = options.path if options.path.is_absolute() else context.state_dir / options.path
+        self.fsync: FsyncPolicy = options.fsync
         self._file: BinaryIO | None = None
         self._lock = asyncio.Lock()  # a reopen must not close the file under a write
 

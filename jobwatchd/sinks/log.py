@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from jobwatchd.config import SinkConfig
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JOB_TRANSITION
-from jobwatchd.sinks import Delivery, SinkContext
+from jobwatchd.sinks import Delivery, OptionScope, SinkConfig, SinkContext
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    """The ``log`` sink has no keys of its own beyond the common ones."""
+
+    @classmethod
+    def parse(cls, table: Mapping[str, object], scope: OptionScope) -> LogOptions:
+        """Refuse any key of its own (``path`` on a log sink is a mistake)."""
+        scope.check_keys(table, ())
+        return cls()
+
+    def render(self) -> dict[str, object]:
+        """Nothing to show."""
+        return {}
 
 
 class LogSink:
     """Logs ``job.transition`` / ``subjob.transition`` with the data fields as keys."""
+
+    parse_options = LogOptions.parse
 
     def __init__(self, config: SinkConfig, context: SinkContext) -> None:
         self.name = config.name

@@ -25,26 +25,40 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import hmac
 import random
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 import aiohttp
 from yarl import URL
 
 from jobwatchd import __version__
-from jobwatchd.config import ConfigError, Secret, SinkConfig, parse_webhook_secret, read_secret
 from jobwatchd.deadletters import DeadLetter, DeadLetterStore
 from jobwatchd.logs import get_logger
-from jobwatchd.sinks import Delivery, SinkContext
+from jobwatchd.options import (
+    SECRET_MASK,
+    ConfigError,
+    Secret,
+    expect_int,
+    expect_str,
+    expect_url,
+    field_defaults,
+    parse_duration,
+    read_secret,
+    redact_url,
+    toml_duration,
+    type_error,
+)
+from jobwatchd.sinks import Delivery, OptionScope, SinkConfig, SinkContext
 from jobwatchd.upstream import location_origin, parse_retry_after, proxy_for, read_bounded
 
 log = get_logger("jobwatchd.webhook")
@@ -64,6 +78,7 @@ _REASON_BODY_CHARS: Final = 200
 MAX_ANSWER_BYTES: Final = 64 * 1024
 """Bytes of a receiver's answer read at most; past that the connection is closed."""
 _SCRUB_WINDOW: Final = 4096
+_SECRET_PREFIX: Final = "whsec_"
 # Credentials a receiver may echo back: header-like "name: value" / "name=value"
 # pairs, bearer tokens, webhook secrets and signatures.
 _ECHOED_CREDENTIALS: Final = (
@@ -120,6 +135,137 @@ def is_retryable(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
+def parse_webhook_secret(value: str, key: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
+    if not value.startswith(_SECRET_PREFIX):
+        raise ConfigError(key, 'must be "whsec_" followed by base64')
+    try:
+        raw = base64.b64decode(value[len(_SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(key, 'must be "whsec_" followed by valid base64') from None
+    if not raw:
+        raise ConfigError(key, 'must have key material after "whsec_"')
+    return raw
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookOptions:
+    """A ``webhook`` sink's keys, validated; durations in seconds.
+
+    ``secrets`` holds the inline secrets (``secret`` then ``secrets``),
+    ``secret_files`` the absolute paths of secret files (``secret_file`` then
+    ``secret_files``), read when the sink starts and on every reopen.
+    """
+
+    url: str
+    secrets: tuple[Secret, ...] = ()
+    secret_files: tuple[Path, ...] = ()
+    timeout: float = 10.0
+    """Seconds one request may take."""
+    max_retry_age: float = 86400.0
+    """Seconds after its transition an event is still retried; then it is dead-lettered."""
+    concurrency: int = 8
+    """Batches in flight at once (never two with events of one job)."""
+    batch_max: int = 1
+    """Events per request; above 1 the body is a JSON array."""
+
+    @classmethod
+    def parse(cls, table: Mapping[str, object], scope: OptionScope) -> WebhookOptions:
+        """The options of a ``webhook`` sink table.
+
+        Secret files are checked (readable, a valid secret) after the whole
+        config is validated; the messages never quote a secret or the URL.
+        """
+        scope.check_keys(
+            table,
+            (
+                "url",
+                "secret",
+                "secrets",
+                "secret_file",
+                "secret_files",
+                "timeout",
+                "max_retry_age",
+                "concurrency",
+                "batch_max",
+            ),
+        )
+        defaults = field_defaults(cls)
+        context = scope.context
+
+        def inline(value: object, key: str) -> Secret:
+            text = expect_str(value, key).strip()
+            parse_webhook_secret(text, key)
+            return Secret(text)
+
+        def from_file(value: object, key: str) -> Path:
+            path = context.path(value, key)
+
+            def verify() -> None:
+                secret = context.read_secret(path, key)
+                if secret is not None:
+                    parse_webhook_secret(secret, key)
+
+            context.check(verify)
+            return path
+
+        def many(name: str) -> list[object]:
+            if name not in table:
+                return []
+            value = table[name]
+            if not isinstance(value, list | tuple):
+                raise type_error(scope.key(name), "an array of strings", value)
+            return list(value)
+
+        secrets = [inline(table["secret"], scope.key("secret"))] if "secret" in table else []
+        secrets += [
+            inline(value, scope.key(f"secrets[{index}]"))
+            for index, value in enumerate(many("secrets"))
+        ]
+        files = (
+            [from_file(table["secret_file"], scope.key("secret_file"))]
+            if "secret_file" in table
+            else []
+        )
+        files += [
+            from_file(value, scope.key(f"secret_files[{index}]"))
+            for index, value in enumerate(many("secret_files"))
+        ]
+        timeout = parse_duration(table.get("timeout", defaults["timeout"]), scope.key("timeout"))
+        if timeout <= 0:
+            raise ConfigError(scope.key("timeout"), "must be greater than 0")
+        return cls(
+            url=expect_url(scope.required(table, "url"), scope.key("url"), endpoint=False),
+            secrets=tuple(secrets),
+            secret_files=tuple(files),
+            timeout=timeout,
+            max_retry_age=parse_duration(
+                table.get("max_retry_age", defaults["max_retry_age"]), scope.key("max_retry_age")
+            ),
+            concurrency=expect_int(
+                table.get("concurrency", defaults["concurrency"]), scope.key("concurrency"), 1, 1000
+            ),
+            batch_max=expect_int(
+                table.get("batch_max", defaults["batch_max"]), scope.key("batch_max"), 1, 10_000
+            ),
+        )
+
+    def render(self) -> dict[str, object]:
+        """As written in TOML, with the URL's userinfo and query values and every
+        inline secret masked (secret files by path)."""
+        rendered: dict[str, object] = {"url": redact_url(self.url)}
+        if self.secrets:
+            rendered["secrets"] = [SECRET_MASK for _ in self.secrets]
+        if self.secret_files:
+            rendered["secret_files"] = [str(path) for path in self.secret_files]
+        return rendered | {
+            "timeout": toml_duration(self.timeout),
+            "max_retry_age": toml_duration(self.max_retry_age),
+            "concurrency": self.concurrency,
+            "batch_max": self.batch_max,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """The result of one request."""
@@ -134,16 +280,20 @@ class Attempt:
 class WebhookSink:
     """POSTs events to ``url``; see the module documentation."""
 
+    parse_options = WebhookOptions.parse
+
     def __init__(self, config: SinkConfig, context: SinkContext) -> None:
         options = config.options
+        if not isinstance(options, WebhookOptions):
+            raise TypeError(f"webhook sink {config.name!r}: options must be WebhookOptions")
         self.name = config.name
-        self.url = URL(str(options["url"]))
-        self._inline_secrets = tuple(cast(Sequence[Secret], options.get("secrets", ())))
-        self._secret_files = tuple(cast(Sequence[Path], options.get("secret_files", ())))
-        self.timeout = float(cast(float, options.get("timeout", 10.0)))
-        self.max_retry_age = float(cast(float, options.get("max_retry_age", 86400.0)))
-        self.concurrency = int(cast(int, options.get("concurrency", 8)))
-        self.batch_max = int(cast(int, options.get("batch_max", 1)))
+        self.url = URL(options.url)
+        self._inline_secrets = options.secrets
+        self._secret_files = options.secret_files
+        self.timeout = options.timeout
+        self.max_retry_age = options.max_retry_age
+        self.concurrency = options.concurrency
+        self.batch_max = options.batch_max
         # One wait is at most an eighth of the window, so even a short window
         # gets several attempts before its events are dead-lettered.
         self.retry_cap = min(RETRY_CAP, max(1.0, self.max_retry_age / 8))
