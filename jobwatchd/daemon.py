@@ -868,6 +868,20 @@ def startup_failure(exc: BaseException, config: Config) -> tuple[str, int]:
         )
     if isinstance(exc, asyncpg.PostgresError):
         return f"PostgreSQL at {redact_dsn(store)} refused us: {detail} (check daemon.store)", 2
+    state_dir = config.daemon.state_dir
+    if _disk_full(exc):
+        return (
+            f"no space left on the filesystem holding daemon.state_dir {state_dir} "
+            f"({detail}); free some space and start again",
+            2,
+        )
+    if _cannot_write(exc) and state_dir.is_dir() and not os.access(state_dir, os.W_OK | os.X_OK):
+        return (
+            f"daemon.state_dir {state_dir} is not writable by this user (uid {os.getuid()}) "
+            f"or is on a read-only filesystem ({detail}); give the service user write access "
+            "or choose another daemon.state_dir",
+            2,
+        )
     if isinstance(exc, sqlite3.DatabaseError):
         database = config.daemon.state_dir / DATABASE_FILE
         return (
@@ -882,7 +896,6 @@ def startup_failure(exc: BaseException, config: Config) -> tuple[str, int]:
                 "(stop the other process or change api.listen)",
                 2,
             )
-        state_dir = config.daemon.state_dir
         if state_dir.exists() and not state_dir.is_dir():
             return f"daemon.state_dir {state_dir} is not a directory", 2
         where = f": {exc.filename}" if exc.filename else ""
@@ -893,6 +906,21 @@ def startup_failure(exc: BaseException, config: Config) -> tuple[str, int]:
             2,
         )
     return f"{type(exc).__name__}: {detail}", 2
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.DatabaseError) and "database or disk is full" in str(exc)
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    message = str(exc)
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        "unable to open database file" in message or "readonly database" in message
+    )
 
 
 def _create_demo_jobs(simulator: Any, project_id: str) -> list[dict[str, Any]]:

@@ -4,12 +4,16 @@ nothing fails silently."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +198,108 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert code == 2, stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert "address already in use" in stderr and "api.listen" in stderr, stderr
+
+
+@contextlib.contextmanager
+def _world_readable_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is private to us)."""
+    root = Path(tempfile.mkdtemp(prefix="jobwatchd-startup-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _small_filesystem(where: Path, *, read_only: bool = False) -> Iterator[Path]:
+    """A 64 KiB tmpfs at ``where``: filled up, or remounted read-only."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (where / "state").mkdir()
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        else:
+            with contextlib.suppress(OSError), open(where / "fill", "wb") as fill:
+                while True:
+                    fill.write(b"\0" * 4096)
+        yield where / "state"
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _without_root_file_access() -> list[str]:
+    """A command prefix under which even root obeys file permissions (the
+    interpreter may live in a private home, so switching users is no option)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop root's file access")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
+
+
+@pytest.mark.parametrize(
+    ("case", "cause"),
+    [
+        ("unwritable", "is not writable by this user"),
+        ("read-only", "on a read-only filesystem"),
+        ("full", "no space left on the filesystem holding daemon.state_dir"),
+    ],
+)
+def test_a_state_dir_that_cannot_be_written_is_one_line_and_exit_2(case: str, cause: str) -> None:
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(_world_readable_dir())
+        prefix: list[str] = []
+        if case == "unwritable":
+            state = root / "state"
+            state.mkdir()
+            state.chmod(0o555)
+            prefix = _without_root_file_access()
+        else:
+            state = stack.enter_context(
+                _small_filesystem(root / "fs", read_only=case == "read-only")
+            )
+        config = write_config(root / "c.toml", endpoint="http://127.0.0.1:9", state_dir=state)
+        config.chmod(0o644)
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "jobwatchd", "run", "-c", str(config)],
+            capture_output=True,
+            cwd=root,
+            timeout=60,
+            check=False,
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("jobwatchd: cannot start: "), stderr
+    assert cause in lines[0] and str(state) in lines[0], stderr
+
+
+def test_postgresql_down_at_start_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint="http://127.0.0.1:9",
+        state_dir=tmp_path / "state",
+        extra_daemon=f'store = "postgresql://jobwatchd:hunter2@127.0.0.1:{port}/jobs"',
+    )
+    code, stderr = _start_failure(tmp_path, config)
+    assert code == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "PostgreSQL at" in lines[0] and "unreachable" in lines[0], stderr
+    assert "hunter2" not in stderr
 
 
 def test_a_registration_the_store_refuses_gets_503_with_retry_after(
