@@ -21,19 +21,22 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeGuard, cast
+from typing import Any, TypeGuard
 
 import asyncpg
 from aiohttp import web
 
 from jobwatchd import __version__
-from jobwatchd.api import Api
 from jobwatchd.auth import AkSkAuth, IamPasswordAuth
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import AccountConfig, Config, ConfigError, load_config, read_secret
-from jobwatchd.deadletters import DeadLetterService, DeadLetterStore, add_routes
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.fleet import Fleet, FleetSettings
+from jobwatchd.http.deadletters import DeadLetterHandlers
+from jobwatchd.http.events import EventHub
+from jobwatchd.http.jobs import Api
+from jobwatchd.http.routes import build_app
+from jobwatchd.http.server import BoundedRunner, BoundedServer
 from jobwatchd.learning import AdaptivePolicy
 from jobwatchd.logs import configure_logging, get_logger
 from jobwatchd.metrics import Metrics, SinkStats, Snapshot
@@ -41,95 +44,15 @@ from jobwatchd.models import StoredEvent
 from jobwatchd.poller import PollerPool
 from jobwatchd.scheduler import Scheduler
 from jobwatchd.sinks import SinkContext, create_sink
+from jobwatchd.sinks.deadletters import DeadLetterService, DeadLetterStore
 from jobwatchd.store import FleetStore, Store, StoreUnavailableError, redact_dsn
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
-from jobwatchd.stream import EventHub
-from jobwatchd.stream import add_routes as add_stream_routes
 from jobwatchd.systemd import Notifier, monotonic_usec, watchdog_interval
 from jobwatchd.tracker import PollSettings, Tracker
 from jobwatchd.upstream import Authenticator, NoAuth, TokenAuth, UpstreamClient
 
 log = get_logger("jobwatchd.daemon")
-
-
-class _Refused(asyncio.Protocol):
-    """A connection over ``api.max_connections``: told so, and closed at once."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-                b"Retry-After: 1\r\nContent-Length: 0\r\n\r\n"
-            )
-        transport.close()
-
-
-class _BoundedServer(web.Server):
-    """At the bound, a new connection takes the place of the oldest one that is
-    waiting for a request (idle keep-alive, or headers still arriving), so held
-    connections cannot lock out a health check; only when every connection is
-    serving a request is the new one refused."""
-
-    def __init__(self, handler: Any, *args: Any, max_connections: int, **kwargs: Any) -> None:
-        self._busy: set[asyncio.BaseTransport] = set()
-
-        async def serve(request: web.BaseRequest) -> web.StreamResponse:
-            transport = request.transport
-            if transport is None:
-                return cast(web.StreamResponse, await handler(request))
-            self._busy.add(transport)
-            try:
-                return cast(web.StreamResponse, await handler(request))
-            finally:
-                self._busy.discard(transport)
-
-        super().__init__(serve, *args, **kwargs)
-        self.max_connections = max_connections
-        self.evicted = 0
-
-    def __call__(self) -> Any:
-        if len(self.connections) >= self.max_connections and not self._evict_one_waiting():
-            return _Refused()
-        return super().__call__()
-
-    def stats(self) -> dict[str, int]:
-        """Open connections, those serving a request, and those displaced so far."""
-        return {
-            "connections": len(self.connections),
-            "serving": len(self._busy),
-            "displaced": self.evicted,
-            "max": self.max_connections,
-        }
-
-    def _evict_one_waiting(self) -> bool:
-        for connection in self.connections:  # oldest first
-            transport = connection.transport
-            if transport is None or transport.is_closing() or transport in self._busy:
-                continue
-            transport.close()
-            self.evicted += 1
-            return True
-        return False
-
-
-class BoundedRunner(web.AppRunner):
-    """An AppRunner whose server takes at most ``max_connections`` connections at once."""
-
-    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._max_connections = max_connections
-
-    async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()
-        # the same server, with the bound: rebuilt from what AppRunner chose
-        return _BoundedServer(
-            plain.request_handler,
-            request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation,
-            max_connections=self._max_connections,
-            **plain._kwargs,
-        )
 
 
 DRAIN_TIMEOUT = 10.0
@@ -378,7 +301,7 @@ class Daemon:
 
     def _api_stats(self) -> dict[str, int]:
         server = self.api_runner.server if self.api_runner is not None else None
-        return server.stats() if isinstance(server, _BoundedServer) else {}
+        return server.stats() if isinstance(server, BoundedServer) else {}
 
     def _metrics_snapshot(self) -> Snapshot:
         now = time.time()
@@ -404,7 +327,7 @@ class Daemon:
             streams=self.stream_hub.stats(),
         )
 
-    async def _metrics_handler(self, request: web.Request) -> web.Response:
+    async def _metrics_text(self) -> bytes:
         # State that needs the store is refreshed here, then read synchronously.
         self._jobs_by_status = await self.store.count_by_status()
         self._last_seq = await self.store.last_seq()
@@ -413,10 +336,7 @@ class Daemon:
             oldest = await self.store.recorded_at_after(runner.position)
             if oldest is not None:
                 self._sink_lag[runner.name] = oldest
-        return web.Response(
-            body=self.metrics.render(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        return self.metrics.render()
 
     def _status_line(self) -> str:
         tracker = self.tracker
@@ -510,11 +430,8 @@ class Daemon:
         self.tracker = tracker
         api = Api(tracker, self.config, token=self._api_token(), readiness=self.readiness)
         self.api = api
-        app = api.app()
-        app.router.add_get("/metrics", self._metrics_handler)
-        add_stream_routes(app, self.stream_hub)
-        dead_letters = DeadLetterStore(self.config.daemon.state_dir)
-        add_routes(app, DeadLetterService(dead_letters, self._sinks))
+        dead_letters = DeadLetterService(DeadLetterStore(self.config.daemon.state_dir), self._sinks)
+        app = build_app(api, self.stream_hub, DeadLetterHandlers(dead_letters), self._metrics_text)
         self.metrics.watch(self._metrics_snapshot)
         app_runner = BoundedRunner(
             app,

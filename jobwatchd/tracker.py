@@ -346,6 +346,17 @@ class Tracker:
         """The job as stored, with the live counters of an active job."""
         return await self.store.get_job(job_id)
 
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        """A page of tracked jobs, by id, after the ``after`` id; filtered by status and labels."""
+        return await self.store.list_jobs(status=status, labels=labels, limit=limit, after=after)
+
     async def delete(self, job_id: str) -> bool:
         """Stop tracking ``job_id``."""
         deleted = await self.store.delete_job(job_id)

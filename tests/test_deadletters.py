@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from jobwatchd.deadletters import DeadLetter, DeadLetterService, DeadLetterStore
 from jobwatchd.models import JOB_TRANSITION, StoredEvent
 from jobwatchd.sinks import Delivery
+from jobwatchd.sinks.deadletters import DeadLetter, DeadLetterService, DeadLetterStore
 
 
 def entry(sink: str, n: int, *, job: str = "job1", reason: str = "HTTP 400") -> DeadLetter:

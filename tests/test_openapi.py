@@ -51,14 +51,16 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.datastructures import ImmutableMultiDict
 
-from jobwatchd import api as api_module
 from jobwatchd import daemon as daemon_module
-from jobwatchd import deadletters, openapi
 from jobwatchd.client import SseParser
 from jobwatchd.config import load_config
-from jobwatchd.daemon import BoundedRunner, Daemon
-from jobwatchd.openapi import build_document
-from jobwatchd.stream import CLOSED_EVENT
+from jobwatchd.daemon import Daemon
+from jobwatchd.http import jobs as api_module
+from jobwatchd.http import openapi
+from jobwatchd.http.events import CLOSED_EVENT
+from jobwatchd.http.openapi import build_document
+from jobwatchd.http.server import BoundedRunner
+from jobwatchd.sinks import deadletters
 from jobwatchd.validation import is_valid_id
 from tests.conftest import DaemonProcess, RunningSimulator, wait_until, write_config
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobwatchd.api import OriginPolicy, browser_refusal
 from jobwatchd.config import ApiConfig, ConfigError, parse_config
+from jobwatchd.http.origin import OriginPolicy, browser_refusal
 
 LOOPBACK = OriginPolicy.for_api(ApiConfig(listen="127.0.0.1:8787"))
 WILDCARD = OriginPolicy.for_api(ApiConfig(listen="0.0.0.0:8787"))

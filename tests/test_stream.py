@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from jobwatchd.client import SseMessage, SseParser
 from jobwatchd.config import load_config
 from jobwatchd.daemon import Daemon
+from jobwatchd.http.events import CLOSED_EVENT, EventHub, StreamSettings
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, StoredEvent
 from jobwatchd.store.sqlite import SQLiteStore
-from jobwatchd.stream import CLOSED_EVENT, EventHub, StreamSettings, add_routes
 from tests.conftest import RunningSimulator, async_wait_until, write_config
 
 PROBLEM = "application/problem+json"
@@ -366,7 +366,8 @@ async def hub_app(
     await store.open()
     hub = EventHub(store, settings)
     app = web.Application()
-    add_routes(app, hub)
+    app.router.add_get("/v1/events", hub.handle)
+    app.on_shutdown.append(hub.close)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

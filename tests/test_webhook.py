@@ -38,10 +38,10 @@ from structlog.testing import capture_logs
 
 from jobwatchd import __version__
 from jobwatchd.config import Secret, SinkConfig, SinkFilter
-from jobwatchd.deadletters import DeadLetterStore
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, iso_time
 from jobwatchd.sinks import SinkContext
+from jobwatchd.sinks.deadletters import DeadLetterStore
 from jobwatchd.sinks.webhook import BATCH_CONTENT_TYPE, CONTENT_TYPE, WebhookOptions, WebhookSink
 from jobwatchd.store.sqlite import SQLiteStore
 from tests.conftest import (

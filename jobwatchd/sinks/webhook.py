@@ -14,7 +14,7 @@
   (counted from its CloudEvent ``time``, when the transition was observed, so
   a restart during an outage does not start the count again); any other
   answer, or running out of time, moves the events to the sink's dead-letter
-  file (:mod:`jobwatchd.deadletters`), which counts as handled.
+  file (:mod:`jobwatchd.sinks.deadletters`), which counts as handled.
 
 The runner (:mod:`jobwatchd.delivery`) calls :meth:`WebhookSink.deliver` for
 up to ``concurrency`` batches at once and never for two batches holding events
@@ -42,7 +42,6 @@ import aiohttp
 from yarl import URL
 
 from jobwatchd import __version__
-from jobwatchd.deadletters import DeadLetter, DeadLetterStore
 from jobwatchd.logs import get_logger
 from jobwatchd.options import (
     SECRET_MASK,
@@ -59,6 +58,7 @@ from jobwatchd.options import (
     type_error,
 )
 from jobwatchd.sinks import Delivery, OptionScope, SinkConfig, SinkContext
+from jobwatchd.sinks.deadletters import DeadLetter, DeadLetterStore
 from jobwatchd.upstream import location_origin, parse_retry_after, proxy_for, read_bounded
 
 log = get_logger("jobwatchd.webhook")

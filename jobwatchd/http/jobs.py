@@ -7,18 +7,19 @@ import contextlib
 import hmac
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from jobwatchd import __version__
-from jobwatchd.config import ApiConfig, Config, ConfigError, parse_duration
+from jobwatchd.config import Config, ConfigError, parse_duration
+from jobwatchd.http.openapi import build_document
+from jobwatchd.http.origin import OriginPolicy, browser_refusal
+from jobwatchd.http.responses import STORE_RETRY_AFTER, invalid, json_response, problem
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewJob
-from jobwatchd.openapi import build_document
 from jobwatchd.store import ConflictError, StoreUnavailableError
 from jobwatchd.tracker import Tracker, gc_paused
 from jobwatchd.validation import (
@@ -31,114 +32,10 @@ from jobwatchd.validation import (
 
 log = get_logger("jobwatchd.api")
 
-PROBLEM_TYPE = "application/problem+json"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# The body types an HTML form can send; only text/plain can carry a JSON body.
-FORM_ONLY_TYPES = frozenset({"text/plain", "multipart/form-data"})
 MAX_WAIT_SECONDS = 3600.0
 MAX_LIST_LIMIT = 1000
 _REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    """A JSON response rendered with orjson."""
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-# Seconds a client is asked to wait when the store refuses work.
-STORE_RETRY_AFTER = 5
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
-    """An RFC 9457 problem document."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_TYPE)
-
-
-@dataclass(frozen=True, slots=True)
-class OriginPolicy:
-    """Which names a request may use for this daemon, and whether ``Host`` is checked."""
-
-    names: frozenset[str]
-    extra_names: frozenset[str]
-    check_host: bool
-
-    @classmethod
-    def for_api(cls, api: ApiConfig) -> OriginPolicy:
-        """Loopback names, the listen address and ``api.allowed_hosts``.
-
-        A Unix socket has no Host to check; nor has a wildcard listen address
-        (which requires a token) unless ``allowed_hosts`` names what to accept.
-        """
-        listen = api.host
-        wildcard = listen in WILDCARD_HOSTS
-        names = LOOPBACK_NAMES | set(api.allowed_hosts)
-        if listen is not None and not wildcard:
-            names |= {listen}
-        check_host = listen is not None and (not wildcard or bool(api.allowed_hosts))
-        return cls(frozenset(names), frozenset(api.allowed_hosts), check_host)
-
-    def allows(self, authority: str) -> bool:
-        """Whether ``host[:port]`` names this daemon."""
-        try:
-            host = urlsplit(f"//{authority}").hostname
-        except ValueError:
-            return False
-        return host is not None and host in self.names
-
-    def allows_origin(self, origin: str, host: str) -> bool:
-        """Whether a page at ``origin`` may call: this daemon's own origin as the
-        request names it, or an ``api.allowed_hosts`` name (another port on
-        localhost is another site's page)."""
-        try:
-            parts = urlsplit(origin)
-            origin_host = parts.hostname
-        except ValueError:
-            return False
-        if parts.scheme not in ("http", "https") or origin_host is None:
-            return False
-        return parts.netloc == host or origin_host in self.extra_names
-
-
-def browser_refusal(
-    policy: OriginPolicy,
-    *,
-    method: str,
-    host: str,
-    origin: str | None,
-    fetch_site: str | None,
-    content_type: str | None,
-) -> tuple[int, str, str] | None:
-    """Why a request that a browser page may have sent is refused, or None.
-
-    A page on another site can reach a loopback daemon: DNS rebinding sends our
-    address under its own name (421 unless ``Host`` names this daemon); a
-    cross-site request carries ``Origin`` or ``Sec-Fetch-Site`` (403 unless it is
-    this daemon's own origin); and a form can post JSON without either only as
-    ``text/plain`` (old browsers), which no client of this API sends (415).
-    """
-    if policy.check_host and not policy.allows(host):
-        return 421, "Misdirected request", "the Host header does not name this daemon"
-    if fetch_site == "cross-site" or (
-        origin is not None and not policy.allows_origin(origin, host)
-    ):
-        return 403, "Forbidden", "cross-site requests are refused"
-    media_type = (content_type or "").partition(";")[0].strip().lower()
-    if method not in SAFE_METHODS and media_type in FORM_ONLY_TYPES:
-        return (
-            415,
-            "Unsupported media type",
-            f"{media_type} bodies are refused; send Content-Type: application/json",
-        )
-    return None
-
-
-def invalid(error: ValidationError) -> web.Response:
-    """400 naming the invalid field."""
-    return problem(400, "Invalid request", str(error), field=error.field)
 
 
 class Api:
@@ -176,20 +73,10 @@ class Api:
         else:
             self._draining.set()
 
-    def app(self) -> web.Application:
-        """The aiohttp application."""
-        app = web.Application(
-            client_max_size=self.config.api.max_body,
-            middlewares=[self._errors, self._same_origin, self._auth],
-        )
-        app.router.add_post("/v1/jobs", self.register)
-        app.router.add_get("/v1/jobs", self.list_jobs)
-        app.router.add_get("/v1/jobs/{job_id}", self.get_job)
-        app.router.add_delete("/v1/jobs/{job_id}", self.delete_job)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/openapi.json", self.openapi)
-        return app
+    @property
+    def middlewares(self) -> list[Middleware]:
+        """Errors as problems, then browser-page refusals, then the token check."""
+        return [self._errors, self._same_origin, self._auth]
 
     # -- middlewares ----------------------------------------------------------------
 
@@ -393,7 +280,7 @@ class Api:
         after = query.get("after")
         if after is not None:
             validate_id(after, "after")
-        records = await self.tracker.store.list_jobs(
+        records = await self.tracker.list_jobs(
             status=status, labels=labels, limit=limit, after=after
         )
         views = [self.tracker.view(record) for record in records]

@@ -483,9 +483,3 @@ class _Stream:
     async def _finish(self, reason: str, detail: str) -> None:
         await self._send_cursor()
         await self.write(closed_frame(reason, detail, self.last_sent), check=False)
-
-
-def add_routes(app: web.Application, hub: EventHub) -> None:
-    """Serve ``GET /v1/events`` from ``hub`` and end its streams when the app shuts down."""
-    app.router.add_get("/v1/events", hub.handle, allow_head=False)
-    app.on_shutdown.append(hub.close)

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from jobwatchd import __version__
 from jobwatchd.config import Config
+from jobwatchd.http.events import CLOSED_EVENT, MAX_CURSOR
 from jobwatchd.models import EVENT_TYPES
-from jobwatchd.stream import CLOSED_EVENT, MAX_CURSOR
 from jobwatchd.validation import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TIMEOUT_SECONDS
 
 ID_PATTERN: Final = "^[A-Za-z0-9_-]{1,64}$"

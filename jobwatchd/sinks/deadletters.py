@@ -10,8 +10,9 @@ swaps atomically), so the daemon appending, a redelivery rewriting and another
 process reading never interleave or lose a line.
 
 :class:`DeadLetterService` is what the HTTP API (``GET /v1/dead-letters``,
-``POST /v1/dead-letters/redeliver``) calls: it sends entries again through the
-configured sink, removes those acknowledged and annotates the others.
+``POST /v1/dead-letters/redeliver``, in :mod:`jobwatchd.http.deadletters`)
+calls: it sends entries again through the configured sink, removes those
+acknowledged and annotates the others.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
 import orjson
-from aiohttp import web
 
 from jobwatchd.logs import get_logger
 from jobwatchd.models import StoredEvent, iso_time
 from jobwatchd.sinks import Delivery
-from jobwatchd.validation import ValidationError, validate_id
 
 log = get_logger("jobwatchd.deadletters")
 
@@ -41,6 +40,11 @@ DIRECTORY: Final = "dead-letters"
 SUFFIX: Final = ".jsonl"
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_REDELIVER_IDS: Final = 10_000
+
+
+def valid_sink_name(name: str) -> bool:
+    """Whether ``name`` can name a sink (and so a dead-letter file)."""
+    return _SINK_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -418,76 +422,3 @@ class DeadLetterService:
         for outcome in outcomes:
             merged.update(outcome)
         return merged
-
-
-# -- HTTP API -----------------------------------------------------------------------
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _sink_param(value: object, field_name: str) -> str:
-    if not isinstance(value, str) or not _SINK_NAME.fullmatch(value):
-        raise ValidationError(field_name, "must be a sink name (1-64 of A-Z, a-z, 0-9, _ . -)")
-    return value
-
-
-def add_routes(app: web.Application, service: DeadLetterService) -> None:
-    """``GET /v1/dead-letters[?sink=NAME]`` and ``POST /v1/dead-letters/redeliver``
-    (body ``{"sink"?: NAME, "event_ids": [...]}`` or ``{"sink"?: NAME, "all": true}``).
-
-    Errors are raised as :class:`ValidationError`, which the API's error
-    middleware renders as RFC 9457 problems.
-    """
-
-    async def listing(request: web.Request) -> web.Response:
-        sink = request.query.get("sink")
-        if sink is not None and not service.known(_sink_param(sink, "sink")):
-            # Reading takes the sink's lock file: never create one for an unknown name.
-            return web.Response(
-                body=orjson.dumps(
-                    {
-                        "type": "about:blank",
-                        "title": "Not found",
-                        "status": 404,
-                        "detail": f"no sink {sink!r} is configured or has dead letters",
-                    }
-                ),
-                status=404,
-                content_type="application/problem+json",
-            )
-        entries = await service.read(sink)
-        return _json({"dead_letters": [entry.to_json() for entry in entries]})
-
-    async def redeliver(request: web.Request) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError("body", f"invalid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body", "must be a JSON object")
-        unknown = sorted(set(body) - {"sink", "event_ids", "all"})
-        if unknown:
-            raise ValidationError(unknown[0], "unknown field")
-        sink = None if body.get("sink") is None else _sink_param(body["sink"], "sink")
-        everything = body.get("all", False)
-        if not isinstance(everything, bool):
-            raise ValidationError("all", "must be a boolean")
-        raw_ids = body.get("event_ids")
-        if everything == (raw_ids is not None):
-            raise ValidationError("event_ids", "give either event_ids or all=true")
-        event_ids: list[str] | None = None
-        if raw_ids is not None:
-            if not isinstance(raw_ids, list) or not raw_ids or len(raw_ids) > MAX_REDELIVER_IDS:
-                raise ValidationError(
-                    "event_ids", f"must be an array of 1 to {MAX_REDELIVER_IDS} event ids"
-                )
-            event_ids = [
-                validate_id(value, f"event_ids[{index}]") for index, value in enumerate(raw_ids)
-            ]
-        report = await service.redeliver(sink=sink, event_ids=event_ids)
-        return _json(report.to_json())
-
-    app.router.add_get("/v1/dead-letters", listing)
-    app.router.add_post("/v1/dead-letters/redeliver", redeliver)
