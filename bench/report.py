@@ -520,7 +520,7 @@ def _s1(result: s1.Result) -> list[str]:
         f"after {p.warmup:g} s of warm-up, the order rotating over {p.repeats} repeat(s).",
         "Polls are counted by the simulator (job queries answered), CPU from",
         "`/proc/<pid>/stat` of the contender. Figures are medians over the repeats.",
-        "Every scenario's simulator is the product's (`jobwatchd.simulator`), run on",
+        "Every scenario's simulator is the product's (`jobwatchd.cloud.simulator`), run on",
         "uvloop by `bench/simserver.py` so that it is less of a ceiling.",
         "",
         "- **raw aiohttp loop**: `bench/clients.py raw`, aiohttp on uvloop, GET and read",

@@ -1,7 +1,7 @@
-"""The product's simulator (:mod:`jobwatchd.simulator`) as its own process, on uvloop.
+"""The product's simulator (:mod:`jobwatchd.cloud.simulator`) as its own process, on uvloop.
 
 ``jobwatchd simulate`` runs on asyncio's default loop; the benchmarks run the
-same :class:`~jobwatchd.simulator.Simulator` on uvloop (like the daemon), so
+same :class:`~jobwatchd.cloud.simulator.Simulator` on uvloop (like the daemon), so
 the simulator is less of a ceiling for the clients measured against it.
 
 Usage: python -m bench.simserver --port PORT [--speed N] [--seed S]
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from jobwatchd.cloud.simulator import Faults, run_standalone
 from jobwatchd.daemon import install_event_loop
-from jobwatchd.simulator import Faults, run_standalone
 
 
 def main() -> None:

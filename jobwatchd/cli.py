@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``jobwatchd simulate``."""
-    from jobwatchd.simulator import Faults, run_standalone  # noqa: PLC0415
+    from jobwatchd.cloud.simulator import Faults, run_standalone  # noqa: PLC0415
 
     token = read_secret(Path(args.token_file), "--token-file") if args.token_file else None
     faults = Faults(

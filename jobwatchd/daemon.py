@@ -27,8 +27,9 @@ import asyncpg
 from aiohttp import web
 
 from jobwatchd import __version__
-from jobwatchd.auth import AkSkAuth, IamPasswordAuth
 from jobwatchd.backoff import BackoffPolicy
+from jobwatchd.cloud.auth import Authenticator, authenticator_for
+from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.config import AccountConfig, Config, ConfigError, load_config, read_secret
 from jobwatchd.delivery import SinkRunner
 from jobwatchd.fleet import Fleet, FleetSettings
@@ -50,7 +51,6 @@ from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
 from jobwatchd.systemd import Notifier, monotonic_usec, watchdog_interval
 from jobwatchd.tracker import PollSettings, Tracker
-from jobwatchd.upstream import Authenticator, NoAuth, TokenAuth, UpstreamClient
 
 log = get_logger("jobwatchd.daemon")
 
@@ -60,20 +60,6 @@ DATABASE_FILE = "jobwatchd.db"
 SUPERVISE_INTERVAL = 0.5
 STATUS_INTERVAL = 5.0
 UNHEALTHY_LOOP_LAG = 5.0
-
-
-def authenticator_for(account: AccountConfig, index: int) -> Authenticator:
-    """The credential provider for ``account``."""
-    if account.auth == "none":
-        return NoAuth()
-    if account.auth == "token":
-        assert account.token_file is not None, "config validation requires token_file"
-        return TokenAuth(account.token_file)
-    if account.auth == "aksk":
-        return AkSkAuth.for_account(account, f"accounts[{index}]", os.environ)
-    if account.auth == "iam-password":
-        return IamPasswordAuth.for_account(account, f"accounts[{index}]")
-    raise ConfigError(f"accounts[{index}].auth", f"unknown auth mode {account.auth!r}")
 
 
 def poll_settings(config: Config) -> PollSettings:
@@ -734,7 +720,7 @@ def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 
         sim_runner = None
         endpoint = None
         if simulate:
-            from jobwatchd.simulator import Simulator, start_simulator  # noqa: PLC0415
+            from jobwatchd.cloud.simulator import Simulator, start_simulator  # noqa: PLC0415
 
             simulator = Simulator(speed=10.0)
             sim_runner, port = await start_simulator(simulator, "127.0.0.1", simulator_port)

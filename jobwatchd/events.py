@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, JobRecord, NewEvent, iso_time
-from jobwatchd.statemachine import JobResponse, Transition
+from jobwatchd.statemachine import JobAnswer, Transition
 
 EVENT_NAMESPACE = uuid.UUID("8d3c5f7e-4b1a-5c9e-9f0d-6a2b7c4e1f30")
 
@@ -32,7 +32,7 @@ def event_id(job_id: str, transition: Transition, registered_at: float) -> str:
 
 
 def _job_data(
-    job: JobRecord, response: JobResponse | None, transition: Transition, observed_at: str
+    job: JobRecord, response: JobAnswer | None, transition: Transition, observed_at: str
 ) -> dict[str, Any]:
     entities = job.entities
     total: int | None = None
@@ -97,7 +97,7 @@ def build_events(
     job: JobRecord,
     transitions: Sequence[Transition],
     *,
-    response: JobResponse | None,
+    response: JobAnswer | None,
     observed_at: float,
 ) -> list[NewEvent]:
     """CloudEvents for ``transitions``, in order; ``job`` is the record after the update."""

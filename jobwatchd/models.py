@@ -131,3 +131,12 @@ class StoredEvent:
     job_id: str
     type: str
     payload: bytes
+
+
+MAX_TEXT_LENGTH = 1024
+"""Upstream free text (``fail_reason``, messages...) is cut to this many characters."""
+
+
+def bounded_text(value: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    """``value`` cut to ``limit`` characters (marked with an ellipsis when cut)."""
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwatchd.backoff import BackoffPolicy
+from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.events import build_events
 from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
 from jobwatchd.logs import get_logger
@@ -45,16 +46,10 @@ from jobwatchd.models import (
     is_terminal,
     iso_time,
 )
+from jobwatchd.outcome import Outcome, OutcomeKind, UpstreamError, not_found_error
 from jobwatchd.scheduler import Scheduler
-from jobwatchd.statemachine import JobResponse, Snapshot, Transition, conclude, observe
+from jobwatchd.statemachine import JobAnswer, Snapshot, Transition, conclude, observe
 from jobwatchd.store import ActiveRecord, Registration, StaleWriteError, Store
-from jobwatchd.upstream import (
-    Outcome,
-    OutcomeKind,
-    UpstreamClient,
-    UpstreamError,
-    not_found_error,
-)
 
 REJECTIONS_BEFORE_ERROR = 3
 _PAYMENT_ATTEMPT = 1 << 20  # far enough into the backoff to poll at max_interval
@@ -607,7 +602,7 @@ class Tracker:
             delay = min(delay, max(0.0, cap))
         self.scheduler.schedule(job.job_id, job.account, delay)
 
-    async def _observed(self, job: ActiveJob, response: JobResponse, now: float) -> None:
+    async def _observed(self, job: ActiveJob, response: JobAnswer, now: float) -> None:
         transitions, snapshot = observe(job.snapshot, response)
         if transitions and response.unexpected_statuses:
             # Logged when first seen (a transition to it), not on every poll.
@@ -638,7 +633,7 @@ class Tracker:
         job: ActiveJob,
         snapshot: Snapshot,
         transitions: list[Transition],
-        response: JobResponse | None,
+        response: JobAnswer | None,
         now: float,
     ) -> bool:
         """Persist a change with its events; True when it was recorded."""

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.store import Store
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore

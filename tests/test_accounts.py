@@ -24,7 +24,7 @@ import pytest
 import tomli_w
 import trustme
 
-from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from tests.conftest import (
     TERMINAL_STATUSES,
     DaemonProcess,

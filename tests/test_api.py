@@ -17,9 +17,9 @@ import aiohttp
 import orjson
 import pytest
 
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
 from jobwatchd.config import load_config
 from jobwatchd.daemon import Daemon
-from jobwatchd.simulator import DEFAULT_PROJECT_ID
 from tests.conftest import RunningSimulator, write_config
 
 PROBLEM = "application/problem+json"

@@ -22,18 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from jobwatchd.auth import (
-    AkSkAuth,
-    AkSkCredentials,
-    AuthError,
-    IamPasswordAuth,
-    format_sdk_date,
-    parse_authorization,
-    sign,
-)
+from jobwatchd.cloud.auth import AkSkAuth, AkSkCredentials, AuthError, IamPasswordAuth
+from jobwatchd.cloud.client import UpstreamClient
+from jobwatchd.cloud.signing import format_sdk_date, parse_authorization, sign
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.config import AccountConfig, ConfigError
-from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
-from jobwatchd.upstream import OutcomeKind, UpstreamClient
+from jobwatchd.outcome import OutcomeKind
 
 AK = "HPUAEXAMPLEACCESSKEY1"
 SK = "sk-Zq8vT1-never-in-a-log-4f0e9b"
@@ -212,7 +206,7 @@ def test_polls_skip_the_general_signer_and_other_requests_use_it(
         calls.append(kwargs["url"].raw_path)
         return sign(**kwargs)
 
-    monkeypatch.setattr("jobwatchd.auth.sign", counting_sign)
+    monkeypatch.setattr("jobwatchd.cloud.auth.sign", counting_sign)
     auth = AkSkAuth(lambda: AkSkCredentials(AK, SK), project_id=DEFAULT_PROJECT_ID)
     job_url = URL(f"https://ecs.example.com/v1/{DEFAULT_PROJECT_ID}/jobs/{'c' * 32}")
     polled = signed_get(auth, job_url)

@@ -1,4 +1,4 @@
-"""Tests of the pure parts of jobwatchd.upstream: classify, parse_retry_after, vendor_error
+"""Tests of the pure parts of jobwatchd.cloud.client: classify, parse_retry_after, vendor_error
 (PRODUCT §2 statuses, §9 faults)."""
 
 from __future__ import annotations
@@ -15,17 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from jobwatchd.statemachine import MalformedResponse, parse_response
-from jobwatchd.upstream import (
-    NOT_FOUND_CODES,
-    THROTTLE_CODES,
-    Outcome,
-    OutcomeKind,
-    UpstreamError,
-    classify,
-    parse_retry_after,
-    vendor_error,
-)
+from jobwatchd.cloud.client import NOT_FOUND_CODES, THROTTLE_CODES, classify
+from jobwatchd.cloud.ecs import MalformedResponse, parse_response
+from jobwatchd.cloud.errors import vendor_error
+from jobwatchd.net import parse_retry_after
+from jobwatchd.outcome import Outcome, OutcomeKind, UpstreamError
 from tests.vendor import JOB_ID, VENDOR_EXAMPLE
 
 FAST = settings(max_examples=30, deadline=None)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator
 from tests.conftest import (
     DaemonProcess,
     RunningSimulator,

@@ -20,6 +20,7 @@ from cloudevents.core.v1.event import CloudEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobwatchd.cloud.ecs import JobResponse, parse_response
 from jobwatchd.events import EVENT_NAMESPACE, build_events, event_id
 from jobwatchd.models import (
     ERROR,
@@ -34,14 +35,7 @@ from jobwatchd.models import (
     JobRecord,
     NewEvent,
 )
-from jobwatchd.statemachine import (
-    JobResponse,
-    Snapshot,
-    Transition,
-    conclude,
-    observe,
-    parse_response,
-)
+from jobwatchd.statemachine import Snapshot, Transition, conclude, observe
 from tests.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"

@@ -18,7 +18,10 @@ import pytest
 import urllib3
 from yarl import URL
 
-from jobwatchd.auth import AuthError, IamPasswordAuth
+from jobwatchd.cloud.auth import AuthError, IamPasswordAuth, NoAuth, TokenAuth
+from jobwatchd.cloud.client import UpstreamClient
+from jobwatchd.cloud.errors import MAX_RESPONSE_SIZE
+from jobwatchd.cloud.simulator import Simulator
 from jobwatchd.config import Secret, SinkConfig
 from jobwatchd.metrics import OTHER, CodeLabels, status_label
 from jobwatchd.models import (
@@ -31,22 +34,17 @@ from jobwatchd.models import (
     StoredEvent,
     is_terminal,
 )
-from jobwatchd.simulator import Simulator
-from jobwatchd.sinks import Delivery, SinkContext
-from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink, scrub_answer
-from jobwatchd.statemachine import Snapshot, observe
-from jobwatchd.upstream import (
+from jobwatchd.outcome import (
     JOB_ID_MISMATCH_CODE,
-    MAX_RESPONSE_SIZE,
     NOT_FOUND_HINT,
     REDIRECT_CODE,
     TOO_LARGE_CODE,
-    NoAuth,
     Outcome,
     OutcomeKind,
-    TokenAuth,
-    UpstreamClient,
 )
+from jobwatchd.sinks import Delivery, SinkContext
+from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink, scrub_answer
+from jobwatchd.statemachine import Snapshot, observe
 from tests.hostile_upstream import Hostile, serve_in_thread, wait_for
 
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Tests of the built-in simulated cloud (jobwatchd.simulator), over real sockets."""
+"""Tests of the built-in simulated cloud (jobwatchd.cloud.simulator), over real sockets."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import orjson
 import pytest
 from yarl import URL
 
-from jobwatchd.auth import sign
-from jobwatchd.simulator import (
+from jobwatchd.cloud.signing import sign
+from jobwatchd.cloud.simulator import (
     DEFAULT_PROJECT_ID,
     JOB_TYPES,
     Faults,
@@ -639,7 +639,7 @@ def test_create_job_validates_arguments(sim: Simulator) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 async def test_run_standalone_serves_demo_jobs_and_stops_on_sigterm() -> None:
     code = (
-        "from jobwatchd.simulator import Faults, run_standalone\n"
+        "from jobwatchd.cloud.simulator import Faults, run_standalone\n"
         "run_standalone(host='127.0.0.1', port=0, speed=50.0, token=None,"
         " faults=Faults(), demo_jobs=4, seed=5)\n"
     )

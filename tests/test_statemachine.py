@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobwatchd.cloud.ecs import JobResponse, MalformedResponse, parse_response
 from jobwatchd.models import (
     ERROR,
     FAIL,
@@ -22,15 +23,7 @@ from jobwatchd.models import (
     TIMEOUT,
     is_terminal,
 )
-from jobwatchd.statemachine import (
-    JobResponse,
-    MalformedResponse,
-    Snapshot,
-    Transition,
-    conclude,
-    observe,
-    parse_response,
-)
+from jobwatchd.statemachine import Snapshot, Transition, conclude, observe
 from tests.vendor import SUB_ID, VENDOR_EXAMPLE_BYTES
 
 UPSTREAM_TERMINAL = (SUCCESS, FAIL)

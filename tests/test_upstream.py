@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
-from jobwatchd.upstream import NoAuth, OutcomeKind, TokenAuth, UpstreamClient, proxy_for
+from jobwatchd.cloud.auth import NoAuth, TokenAuth
+from jobwatchd.cloud.client import UpstreamClient
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
+from jobwatchd.net import proxy_for
+from jobwatchd.outcome import OutcomeKind
 from tests.conftest import RunningSimulator
 
 

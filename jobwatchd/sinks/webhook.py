@@ -41,8 +41,8 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from jobwatchd import __version__
 from jobwatchd.logs import get_logger
+from jobwatchd.net import USER_AGENT, location_origin, parse_retry_after, proxy_for, read_bounded
 from jobwatchd.options import (
     SECRET_MASK,
     ConfigError,
@@ -59,11 +59,9 @@ from jobwatchd.options import (
 )
 from jobwatchd.sinks import Delivery, OptionScope, SinkConfig, SinkContext
 from jobwatchd.sinks.deadletters import DeadLetter, DeadLetterStore
-from jobwatchd.upstream import location_origin, parse_retry_after, proxy_for, read_bounded
 
 log = get_logger("jobwatchd.webhook")
 
-USER_AGENT: Final = f"jobwatchd/{__version__}"
 CONTENT_TYPE: Final = "application/cloudevents+json"
 BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"
 RETRY_BASE: Final = 0.25

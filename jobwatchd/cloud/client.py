@@ -10,32 +10,35 @@ one pooled aiohttp session per account, credentials from an
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
-import enum
-import math
 import ssl
 import time
-import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from jobwatchd import __version__
-from jobwatchd.config import read_secret
-from jobwatchd.statemachine import (
+from jobwatchd.cloud.auth import Authenticator
+from jobwatchd.cloud.ecs import (
     MAX_SUB_JOBS,
-    MAX_TEXT_LENGTH,
-    JobResponse,
     MalformedResponse,
     TooManySubJobs,
-    bounded_text,
     parse_response,
+)
+from jobwatchd.cloud.errors import MAX_RESPONSE_SIZE, vendor_error
+from jobwatchd.models import MAX_TEXT_LENGTH, bounded_text
+from jobwatchd.net import USER_AGENT, location_origin, parse_retry_after, proxy_for, read_bounded
+from jobwatchd.outcome import (
+    JOB_ID_MISMATCH_CODE,
+    REDIRECT_CODE,
+    TOO_LARGE_CODE,
+    Outcome,
+    OutcomeKind,
+    UpstreamError,
+    too_large,
 )
 from jobwatchd.validation import is_valid_id
 
@@ -43,119 +46,13 @@ from jobwatchd.validation import is_valid_id
 THROTTLE_CODES = frozenset({"APIGW.0308", "Common.1503"})
 # The vendor's "Invalid job ID": the job does not exist (for this project).
 NOT_FOUND_CODES = frozenset({"Common.0011"})
-USER_AGENT = f"jobwatchd/{__version__}"
-MAX_RESPONSE_SIZE = 1024**2
-"""Default bound on an upstream answer's body, in bytes, after decompression."""
 MAX_CODE_LENGTH = 64
 """Vendor error codes are cut to this many characters."""
-# Our own codes in last_error, for what jobwatchd refused to take from upstream.
-REDIRECT_CODE = "jobwatchd.Redirect"
-TOO_LARGE_CODE = "jobwatchd.ResponseTooLarge"
-JOB_ID_MISMATCH_CODE = "jobwatchd.JobIdMismatch"
-NOT_FOUND_HINT = (
-    "upstream deletes a job's record about a day after it ends, so a job registered late"
-    " answers 404"
-)
-
-
-class OutcomeKind(enum.Enum):
-    """What one poll learned."""
-
-    OBSERVED = "observed"
-    NOT_FOUND = "not_found"
-    REJECTED = "rejected"
-    UNAUTHORIZED = "unauthorized"
-    THROTTLED = "throttled"
-    TRANSIENT = "transient"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamError:
-    """An error reported by (or about) the upstream API."""
-
-    code: str | None
-    message: str
-    http_status: int | None
-
-    def to_json(self, at: str) -> dict[str, Any]:
-        """The job object's ``last_error`` form."""
-        return {
-            "code": self.code,
-            "message": self.message,
-            "http_status": self.http_status,
-            "at": at,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    """The classified result of one poll."""
-
-    kind: OutcomeKind
-    response: JobResponse | None = None
-    error: UpstreamError | None = None
-    retry_after: float | None = None
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:  # asctime form: RFC 9110 dates are always GMT
-            moment = moment.replace(tzinfo=dt.UTC)
-        seconds = moment.timestamp() - now
-    if math.isnan(seconds):
-        return None
-    return max(0.0, min(seconds, 3600.0))
-
-
-def vendor_error(body: object) -> tuple[str | None, str | None]:
-    """The (code, message) of a vendor error body, in any of its three shapes:
-    ``{"error": {"code", "message"}}``, the gateway's ``{"error_code",
-    "error_msg"}``, or ``code``/``message`` at the top level."""
-    if not isinstance(body, Mapping):
-        return None, None
-    nested = body.get("error")
-    if isinstance(nested, Mapping):
-        body = nested
-    for code_key, message_key in (("code", "message"), ("error_code", "error_msg")):
-        code, message = body.get(code_key), body.get(message_key)
-        if isinstance(code, str) or isinstance(message, str):
-            return (
-                code if isinstance(code, str) else None,
-                message if isinstance(message, str) else None,
-            )
-    return None, None
 
 
 def _optional(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     return value if isinstance(value, str) else None
-
-
-def location_origin(location: str | None) -> str:
-    """``scheme://host[:port]`` of a redirect's ``Location``: its path and query
-    may carry anything, the origin says where upstream wanted us to go."""
-    if not location:
-        return "no Location"
-    try:
-        target = URL(location)
-    except ValueError:
-        return "an unparsable Location"
-    if not target.is_absolute():
-        return "a relative Location"
-    try:
-        return bounded_text(str(target.origin()), 256)
-    except ValueError:
-        return "an unparsable Location"
 
 
 def _decode(body: bytes) -> object:
@@ -277,109 +174,6 @@ def _other_job(document: Mapping[str, Any], job_id: str) -> Outcome | None:
         f"answer is about job {shown!r}, not the job asked for; ignored",
         "",
     )
-
-
-def not_found_error(error: UpstreamError | None) -> UpstreamError:
-    """The ``last_error`` of a job concluded NOT_FOUND: upstream's answer and the likely reason."""
-    if error is None:
-        return UpstreamError(code=None, message=f"job not found; {NOT_FOUND_HINT}", http_status=404)
-    return replace(error, message=f"{error.message}; {NOT_FOUND_HINT}")
-
-
-def too_large(status: int, limit: int) -> UpstreamError:
-    """The error kept for an answer whose body is over ``limit`` bytes."""
-    return UpstreamError(
-        code=TOO_LARGE_CODE,
-        message=f"answer body over {limit} bytes (max_response_size); not read",
-        http_status=status,
-    )
-
-
-async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body of ``response``, or None when it is over ``limit`` bytes (after
-    decompression); then the connection is closed, not drained.
-
-    A body declared by ``Content-Length`` within the limit and not compressed
-    is read in one go, as before; otherwise it is read chunk by chunk and given
-    up on as soon as it passes the limit. aiohttp decompresses with flow
-    control, so a compressed bomb costs at most about one chunk past the limit.
-    """
-    length = response.content_length
-    if length is not None and length > limit:
-        response.close()
-        return None
-    if length is not None and "Content-Encoding" not in response.headers:
-        return await response.read()  # the parser stops at Content-Length
-    chunks: list[bytes] = []
-    size = 0
-    stream = response.content
-    while chunk := await stream.readany():
-        size += len(chunk)
-        if size > limit:
-            response.close()
-            return None
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-class Authenticator(Protocol):
-    """Adds credentials to upstream requests."""
-
-    async def apply(self, method: str, url: URL, headers: dict[str, str]) -> None:
-        """Add the credential headers for this request."""
-
-    async def invalidate(self) -> bool:
-        """The credentials were refused (401): refresh them. True when they changed."""
-        ...
-
-
-class NoAuth:
-    """No credentials (the simulator, or a proxy that adds them)."""
-
-    async def apply(self, method: str, url: URL, headers: dict[str, str]) -> None:
-        """Nothing to add."""
-
-    async def invalidate(self) -> bool:
-        """Nothing to refresh."""
-        return False
-
-
-class TokenAuth:
-    """``X-Auth-Token`` from a file, re-read on 401 and on reload."""
-
-    def __init__(self, token_file: Path) -> None:
-        self.token_file = token_file
-        self._token: str | None = None
-
-    def _read(self) -> str:
-        return read_secret(self.token_file, "token_file")
-
-    async def apply(self, method: str, url: URL, headers: dict[str, str]) -> None:
-        """Set ``X-Auth-Token``."""
-        if self._token is None:
-            self._token = self._read()
-        headers["X-Auth-Token"] = self._token
-
-    async def invalidate(self) -> bool:
-        """Re-read the token file; True if the token changed."""
-        old = self._token
-        try:
-            self._token = self._read()
-        except Exception:
-            return False
-        return self._token != old
-
-
-def proxy_for(url: URL) -> str | None:
-    """The proxy for ``url`` from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
-
-    Resolved once per client rather than per request: aiohttp's ``trust_env``
-    re-reads the environment and ``~/.netrc`` on every request, which
-    dominated the cost of a poll.
-    """
-    if url.host is None or urllib.request.proxy_bypass(url.host):
-        return None
-    return urllib.request.getproxies().get(url.scheme)
 
 
 class UpstreamClient:

@@ -44,7 +44,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from jobwatchd import auth as signing
+from jobwatchd.cloud import signing
 
 __all__ = [
     "DEFAULT_PROJECT_ID",
