@@ -37,7 +37,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
@@ -67,6 +67,7 @@ NOT_FOUND_GRACE = "not_found_grace"
 """Reason of a NOT_FOUND: upstream answered 404 for the whole grace period."""
 REJECTED = "rejected"
 """Reason of an ERROR: the answer was rejected ``REJECTIONS_BEFORE_ERROR`` times in a row."""
+_REASONS = {TIMEOUT: DEADLINE, NOT_FOUND: NOT_FOUND_GRACE, ERROR: REJECTED}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,9 +116,9 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reschedule:
-    """Poll again in ``delay`` seconds, with the backoff counter at ``attempt``."""
+class Reschedule(NamedTuple):
+    """Poll again in ``delay`` seconds, with the backoff counter at ``attempt``
+    (a tuple: one is planned on every poll)."""
 
     delay: float
     attempt: int
@@ -133,8 +134,7 @@ class Change:
     response: JobResponse | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogLine:
+class LogLine(NamedTuple):
     """A structlog event to emit: the method (level), the event name, its fields."""
 
     level: Literal["info", "warning", "error"]
@@ -151,8 +151,8 @@ class Decision:
     (the store failed), ``if_not_recorded`` is the next poll instead: the
     snapshot did not advance, so the next poll sees the same transitions.
     ``concluded`` names the terminal status jobwatchd decided itself
-    (TIMEOUT, NOT_FOUND, ERROR) and ``reason`` why; ``change`` then holds its
-    transition. ``last_error`` is recorded as the job's ``last_error`` (at
+    (TIMEOUT, NOT_FOUND, ERROR; :attr:`reason` says why); ``change`` then
+    holds its transition. ``last_error`` is recorded as the job's ``last_error`` (at
     the time of the decision); None keeps the one it has. ``pause_account``
     stops polling the job's account for that many seconds. ``reachable`` says
     whether the answer shows the account's endpoint and credentials work
@@ -164,7 +164,6 @@ class Decision:
     if_not_recorded: Reschedule | None = None
     change: Change | None = None
     concluded: str | None = None
-    reason: str | None = None
     rejections: int
     not_found_since: float | None
     last_error: UpstreamError | None = None
@@ -174,9 +173,14 @@ class Decision:
     job_type: str | None
     began_at: float | None
 
+    @property
+    def reason(self) -> str | None:
+        """Why the job was concluded: :data:`DEADLINE`, :data:`NOT_FOUND_GRACE`
+        or :data:`REJECTED` (None when it was not)."""
+        return None if self.concluded is None else _REASONS[self.concluded]
+
 
 def poll_delay(
-    *,
     status: str,
     attempt: int,
     job_type: str | None,
@@ -200,36 +204,34 @@ def poll_delay(
     return backoff.interval(attempt, rand)
 
 
-def _reschedule(
+def _plan(
+    job: JobState,
+    status: str,
+    attempt: int,
+    job_type: str | None,
+    began_at: float | None,
+    now: float,
+    settings: PollSettings,
+    models: Mapping[str, DurationModel],
+    rand: float,
+) -> Reschedule:
+    """The next poll of ``job`` were it in ``status`` after ``attempt`` polls
+    (and so on), no later than its deadline."""
+    delay = poll_delay(status, attempt, job_type, began_at, now, settings, models, rand)
+    return Reschedule(min(delay, max(0.0, job.deadline - now)), attempt + 1)
+
+
+def _backoff(
     job: JobState,
     now: float,
     settings: PollSettings,
     models: Mapping[str, DurationModel],
     rand: float,
-    *,
-    status: str | None = None,
-    attempt: int | None = None,
-    job_type: str | None = None,
-    began_at: float | None = None,
-    cap: float | None = None,
 ) -> Reschedule:
-    """The next poll of ``job`` (with ``status``/``attempt``/... if given
-    instead of the job's own), no later than its deadline nor ``cap``."""
-    attempt = job.attempt if attempt is None else attempt
-    delay = poll_delay(
-        status=job.status if status is None else status,
-        attempt=attempt,
-        job_type=job.job_type if job_type is None else job_type,
-        began_at=job.began_at if began_at is None else began_at,
-        now=now,
-        settings=settings,
-        models=models,
-        rand=rand,
+    """The next poll of ``job`` as it is, no later than its deadline."""
+    return _plan(
+        job, job.status, job.attempt, job.job_type, job.began_at, now, settings, models, rand
     )
-    delay = min(delay, max(0.0, job.deadline - now))
-    if cap is not None:
-        delay = min(delay, max(0.0, cap))
-    return Reschedule(delay=delay, attempt=attempt + 1)
 
 
 def retry(
@@ -241,13 +243,12 @@ def retry(
     models: Mapping[str, DurationModel] = _NO_MODELS,
 ) -> Reschedule:
     """The next poll of a job whose poll failed before any outcome (it crashed)."""
-    return _reschedule(job, now, settings, models, rand)
+    return _backoff(job, now, settings, models, rand)
 
 
 def _conclusion(
     job: JobState,
     status: str,
-    reason: str,
     now: float,
     settings: PollSettings,
     models: Mapping[str, DurationModel],
@@ -261,10 +262,9 @@ def _conclusion(
     transitions, snapshot = conclude(job.snapshot, status)
     return Decision(
         poll=None,
-        if_not_recorded=_reschedule(job, now, settings, models, rand),
+        if_not_recorded=_backoff(job, now, settings, models, rand),
         change=Change(transitions=tuple(transitions), snapshot=snapshot, response=None),
         concluded=status,
-        reason=reason,
         rejections=rejections,
         not_found_since=not_found_since,
         last_error=last_error,
@@ -288,7 +288,6 @@ def decide_due(
     return _conclusion(
         job,
         TIMEOUT,
-        DEADLINE,
         now,
         settings,
         models,
@@ -338,7 +337,6 @@ def decide(
             return _conclusion(
                 job,
                 NOT_FOUND,
-                NOT_FOUND_GRACE,
                 now,
                 settings,
                 models,
@@ -351,14 +349,17 @@ def decide(
         line = LogLine(
             level="info", event="poll.not_found", fields={"waited": round(waited, 3), **fields}
         )
-        poll = _reschedule(job, now, settings, models, rand, cap=settings.not_found_grace - waited)
+        poll = _backoff(job, now, settings, models, rand)
+        # Polled again no later than the end of the grace period.
+        poll = Reschedule(
+            min(poll.delay, max(0.0, settings.not_found_grace - waited)), poll.attempt
+        )
     elif kind is OutcomeKind.REJECTED:
         rejections += 1
         if rejections >= REJECTIONS_BEFORE_ERROR:
             return _conclusion(
                 job,
                 ERROR,
-                REJECTED,
                 now,
                 settings,
                 models,
@@ -371,10 +372,10 @@ def decide(
         line = LogLine(
             level="warning", event="poll.rejected", fields={"rejections": rejections, **fields}
         )
-        poll = _reschedule(job, now, settings, models, rand)
+        poll = _backoff(job, now, settings, models, rand)
     elif kind is OutcomeKind.UNAUTHORIZED:
         line = LogLine(level="error", event="poll.unauthorized", fields=fields)
-        poll = _reschedule(job, now, settings, models, rand)
+        poll = _backoff(job, now, settings, models, rand)
     elif kind is OutcomeKind.THROTTLED:
         pause = outcome.retry_after
         if pause is None:
@@ -383,10 +384,10 @@ def decide(
             level="warning", event="account.throttled", fields={"pause": round(pause, 3), **fields}
         )
         # Not capped at zero: the scheduler takes a delay in the past as "now".
-        poll = Reschedule(delay=min(pause, job.deadline - now), attempt=job.attempt + 1)
+        poll = Reschedule(min(pause, job.deadline - now), job.attempt + 1)
     else:
         line = LogLine(level="warning", event="poll.failed", fields=fields)
-        poll = _reschedule(job, now, settings, models, rand)
+        poll = _backoff(job, now, settings, models, rand)
     return Decision(
         poll=poll,
         rejections=rejections,
@@ -417,7 +418,7 @@ def _observed(
     if job_type is None and response.job_type:
         job_type = response.job_type
     # Whatever is recorded, the delay is planned with what the answer taught.
-    unchanged = _reschedule(job, now, settings, models, rand, job_type=job_type, began_at=began_at)
+    unchanged = _plan(job, job.status, job.attempt, job_type, began_at, now, settings, models, rand)
     if not transitions:
         return Decision(
             poll=unchanged,
@@ -441,17 +442,7 @@ def _observed(
     poll = None
     if not is_terminal(snapshot.status):
         # Recorded: the backoff starts over, at the new status.
-        poll = _reschedule(
-            job,
-            now,
-            settings,
-            models,
-            rand,
-            status=snapshot.status,
-            attempt=0,
-            job_type=job_type,
-            began_at=began_at,
-        )
+        poll = _plan(job, snapshot.status, 0, job_type, began_at, now, settings, models, rand)
     return Decision(
         poll=poll,
         if_not_recorded=unchanged,
