@@ -624,6 +624,19 @@ CASES: list[tuple[str, ActiveJob, Outcome, float, float, dict[str, Any]]] = [
         expect(),
     ),
     (
+        "an unexpected sub-job status seen before is not logged with a new one",
+        job(snapshot=Snapshot(status=RUNNING, transitions=2, sub_jobs={SUB: ("ODD", 1)})),
+        answer(SUCCESS, {SUB: "ODD"}),
+        NOW,
+        MID,
+        expect(
+            poll=None,
+            if_not_recorded=(2.0, 1),
+            change=[("job", "", RUNNING, SUCCESS)],
+            snapshot=SUCCESS,
+        ),
+    ),
+    (
         "upstream saying TIMEOUT is not jobwatchd's TIMEOUT",
         job(),
         answer(TIMEOUT),
@@ -819,6 +832,12 @@ MODELS = {"createServer": ready_model()}
             expect(poll=(16.0, 4)),
         ),
         (
+            job("QUEUED", attempt=3, job_type="createServer", began_at=NOW - 100.0),
+            answer("QUEUED"),
+            MODELS,
+            expect(poll=(16.0, 4)),
+        ),
+        (
             job(PENDING_PAYMENT, attempt=3, job_type="createServer", began_at=NOW - 100.0),
             answer(PENDING_PAYMENT),
             MODELS,
@@ -843,6 +862,7 @@ MODELS = {"createServer": ready_model()}
         "model not ready: backoff",
         "no model of this type: backoff",
         "begin time unknown: backoff",
+        "a status not known to run: backoff",
         "pending payment: longest interval",
         "failure in the window: every target_lag",
     ],
@@ -960,3 +980,28 @@ def test_the_same_inputs_decide_the_same() -> None:
 )
 def test_parse_time(value: str | None, expected: float | None) -> None:
     assert parse_time(value) == expected
+
+
+# -- classified answers, end to end through the policy ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "concluded"),
+    [
+        (400, {"error": {"code": "Ecs.0005", "message": "bad"}}, ERROR),
+        (200, {"status": RUNNING, "entities": {"sub_jobs": [{}] * 5001}}, ERROR),
+        (200, {"status": RUNNING, "job_id": "someone-else"}, None),
+        (503, {}, None),
+        (404, {}, None),
+    ],
+    ids=["4xx", "too many sub-jobs", "answer about another job", "5xx", "404 in the grace"],
+)
+def test_which_answers_count_towards_error(
+    status: int, body: dict[str, Any], concluded: str | None
+) -> None:
+    """After two rejections, a third rejected answer ends the job ERROR; an
+    answer about another job is transient and never does."""
+    outcome = classify(status, {}, orjson.dumps(body), now=NOW, job_id="j-1")
+    decision = decide(job(rejections=2), outcome, NOW, SETTINGS, rand=MID)
+    assert decision.concluded == concluded
+    assert decision.last_error == outcome.error
