@@ -1,5 +1,6 @@
-"""The tracker: registration, the in-memory state of active jobs, and what
-each poll outcome does to a job's status (see docs/statuses-and-events.md).
+"""The tracker: registration, the in-memory state of active jobs, and carrying
+out what :mod:`jobwatchd.policy` decides each poll outcome does to a job (see
+docs/statuses-and-events.md): the store write, the events, the schedule, the log line.
 
 Only transitions (and registrations) are written to the store; a poll that
 changes nothing costs no write. Every write is conditional on the version it
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import math
 import random
@@ -25,35 +25,35 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.events import build_events
-from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
+from jobwatchd.learning import DurationModel
 from jobwatchd.logs import get_logger
 from jobwatchd.metrics import Metrics, status_label
 from jobwatchd.models import (
-    ERROR,
     FAIL,
-    INIT,
-    NOT_FOUND,
-    PENDING_PAYMENT,
-    RUNNING,
     SUCCESS,
-    TIMEOUT,
     JobRecord,
     NewJob,
     StoredEvent,
     is_terminal,
     iso_time,
 )
-from jobwatchd.outcome import Outcome, OutcomeKind, UpstreamError, not_found_error
+from jobwatchd.outcome import Outcome, OutcomeKind, UpstreamError
+from jobwatchd.policy import (
+    Change,
+    Decision,
+    Reschedule,
+    decide,
+    decide_due,
+    retry,
+)
+from jobwatchd.policy import PollSettings as PollSettings  # noqa: PLC0414 (re-exported)
+from jobwatchd.policy import parse_time as parse_time  # noqa: PLC0414 (re-exported)
 from jobwatchd.scheduler import Scheduler
-from jobwatchd.statemachine import JobAnswer, Snapshot, Transition, conclude, observe
+from jobwatchd.statemachine import Snapshot
 from jobwatchd.store import ActiveRecord, Registration, StaleWriteError, Store
 
-REJECTIONS_BEFORE_ERROR = 3
-_PAYMENT_ATTEMPT = 1 << 20  # far enough into the backoff to poll at max_interval
-_STARTED = frozenset({INIT, RUNNING})  # observed, not ended: the learned schedule applies
 _FRESH = Snapshot()  # shared by every job not observed yet (snapshots are immutable)
 RESTORE_PAGE = 5000
 
@@ -84,17 +84,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PollSettings:
-    """The polling knobs the tracker needs (from ``[polling]``)."""
-
-    backoff: BackoffPolicy
-    initial_delay: float
-    timeout: float
-    not_found_grace: float
-    adaptive: AdaptivePolicy | None = None
-
-
 @dataclass(slots=True, kw_only=True)
 class ActiveJob:
     """What polling needs of a job; the rest lives in the store."""
@@ -113,16 +102,6 @@ class ActiveJob:
     last_error: dict[str, Any] | None = None
     job_type: str | None = None
     began_at: float | None = None
-
-
-def parse_time(value: str | None) -> float | None:
-    """A vendor timestamp (``2016-04-25T20:04:47.591Z``) as unix seconds."""
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass(slots=True)
@@ -459,7 +438,16 @@ class Tracker:
         """Keep a job whose poll raised unexpectedly on the schedule."""
         job = self.active.get(job_id)
         if job is not None and self.scheduler.due_in(job_id) is None:
-            self._reschedule(job, self._clock())
+            self._schedule(
+                job,
+                retry(
+                    job,
+                    self._clock(),
+                    self.settings,
+                    rand=self._rng.random(),
+                    models=self._models.by_type,
+                ),
+            )
 
     async def poll(self, job_id: str) -> None:
         """Poll ``job_id`` once and act on the outcome."""
@@ -467,8 +455,12 @@ class Tracker:
         if job is None:
             return
         now = self._clock()
-        if now >= job.deadline:
-            await self._conclude(job, TIMEOUT, now)
+        expired = decide_due(
+            job, now, self.settings, rand=self._rng.random(), models=self._models.by_type
+        )
+        if expired is not None:
+            self._take(job, expired, now)
+            await self._record(job, expired, now)
             return
         account = job.account
         started = time.monotonic()
@@ -484,7 +476,6 @@ class Tracker:
             return
         self.polls_done += 1
         job.polls += 1
-        self._note_account(account, outcome)
         await self._apply(job, outcome, self._clock())
 
     def _count_poll(self, account: str, outcome: Outcome, seconds: float) -> None:
@@ -503,15 +494,15 @@ class Tracker:
             status = str(error.http_status or 0)
             metrics.upstream_errors.labels(account, status, metrics.code_label(error.code)).inc()
 
-    def _note_account(self, account: str, outcome: Outcome) -> None:
+    def _note_account(self, account: str, outcome: Outcome, reachable: bool) -> None:
         # On every poll: keep it cheap, render only when /readyz asks.
         state = self._accounts.get(account)
         if state is None:
             state = self._accounts[account] = _AccountState()
         state.last_poll = outcome.kind
         state.last_poll_at = self._clock()
-        state.reachable = outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.UNAUTHORIZED)
-        if outcome.error is not None and not state.reachable:
+        state.reachable = reachable
+        if outcome.error is not None and not reachable:
             state.last_error = outcome.error
             state.last_error_at = state.last_poll_at
 
@@ -530,113 +521,49 @@ class Tracker:
         return rendered
 
     async def _apply(self, job: ActiveJob, outcome: Outcome, now: float) -> None:
-        if outcome.error is not None:
-            job.last_error = outcome.error.to_json(iso_time(now))
-        kind = outcome.kind
-        if kind is OutcomeKind.OBSERVED:
-            assert outcome.response is not None
-            job.not_found_since = None
-            job.rejections = 0
-            await self._observed(job, outcome.response, now)
-            return
-        error = outcome.error
-        fields = {
-            "job_id": job.job_id,
-            "account": job.account,
-            "error_code": error.code if error else None,
-            "error_message": error.message if error else None,
-            "http_status": error.http_status if error else None,
-        }
-        if kind is OutcomeKind.NOT_FOUND:
-            if job.not_found_since is None:
-                job.not_found_since = now
-            waited = now - job.not_found_since
-            if waited >= self.settings.not_found_grace:
-                job.last_error = not_found_error(error).to_json(iso_time(now))
-                await self._conclude(job, NOT_FOUND, now)
-                return
-            log.info("poll.not_found", waited=round(waited, 3), **fields)
-            self._reschedule(job, now, cap=self.settings.not_found_grace - waited)
-        elif kind is OutcomeKind.REJECTED:
-            job.rejections += 1
-            if job.rejections >= REJECTIONS_BEFORE_ERROR:
-                await self._conclude(job, ERROR, now)
-                return
-            log.warning("poll.rejected", rejections=job.rejections, **fields)
-            self._reschedule(job, now)
-        elif kind is OutcomeKind.UNAUTHORIZED:
-            log.error("poll.unauthorized", **fields)
-            self._reschedule(job, now)
-        elif kind is OutcomeKind.THROTTLED:
-            pause = outcome.retry_after
-            if pause is None:
-                pause = self.settings.backoff.interval(job.attempt, self._rng.random())
-            self.scheduler.pause(job.account, pause)
+        """Decide what ``outcome`` does to ``job`` (:func:`jobwatchd.policy.decide`), do it."""
+        decision = decide(
+            job, outcome, now, self.settings, rand=self._rng.random(), models=self._models.by_type
+        )
+        if decision.reachable is not None:
+            self._note_account(job.account, outcome, decision.reachable)
+        self._take(job, decision, now)
+        if decision.change is None:
+            self._schedule(job, decision.poll)
+        else:
+            await self._record(job, decision, now)
+
+    def _take(self, job: ActiveJob, decision: Decision, now: float) -> None:
+        """What a decision says before any write: the job's counters and
+        ``last_error``, what it learned, the log line, the account's pause."""
+        if decision.last_error is not None:
+            job.last_error = decision.last_error.to_json(iso_time(now))
+        job.rejections = decision.rejections
+        job.not_found_since = decision.not_found_since
+        job.began_at = decision.began_at
+        if decision.job_type is not None and job.job_type is None:
+            job.job_type = sys.intern(decision.job_type)
+        line = decision.log
+        if line is not None:
+            getattr(log, line.level)(line.event, **line.fields)
+        if decision.pause_account is not None:
+            self.scheduler.pause(job.account, decision.pause_account)
             self.metrics.rate_limit_pauses.labels(job.account).inc()
-            log.warning("account.throttled", pause=round(pause, 3), **fields)
-            job.attempt += 1
-            self.scheduler.schedule(job.job_id, job.account, min(pause, job.deadline - now))
-        else:
-            log.warning("poll.failed", **fields)
-            self._reschedule(job, now)
 
-    def _delay(self, job: ActiveJob, now: float) -> float:
-        settings = self.settings
-        policy = settings.adaptive
-        rand = self._rng.random()
-        if job.status == PENDING_PAYMENT:  # waits for a person to pay: days, not seconds
-            return settings.backoff.interval(_PAYMENT_ATTEMPT, rand)
-        if policy is not None and job.status in _STARTED and job.job_type and job.began_at:
-            model = self._models.by_type.get(job.job_type)
-            if model is not None and model.ready:
-                elapsed = max(0.0, now - job.began_at)
-                return adaptive_delay(
-                    model, elapsed, policy, settings.backoff, attempt=job.attempt, rand=rand
-                )
-        return settings.backoff.interval(job.attempt, rand)
+    async def _record(self, job: ActiveJob, decision: Decision, now: float) -> None:
+        """Write the decision's change, then plan the next poll (if any)."""
+        assert decision.change is not None
+        recorded = await self._write(job, decision.change, now)
+        self._schedule(job, decision.poll if recorded else decision.if_not_recorded)
 
-    def _reschedule(self, job: ActiveJob, now: float, cap: float | None = None) -> None:
-        delay = min(self._delay(job, now), max(0.0, job.deadline - now))
-        job.attempt += 1
-        if cap is not None:
-            delay = min(delay, max(0.0, cap))
-        self.scheduler.schedule(job.job_id, job.account, delay)
+    def _schedule(self, job: ActiveJob, plan: Reschedule | None) -> None:
+        if plan is not None:
+            job.attempt = plan.attempt
+            self.scheduler.schedule(job.job_id, job.account, plan.delay)
 
-    async def _observed(self, job: ActiveJob, response: JobAnswer, now: float) -> None:
-        transitions, snapshot = observe(job.snapshot, response)
-        if transitions and response.unexpected_statuses:
-            # Logged when first seen (a transition to it), not on every poll.
-            arrived = {t.to_status for t in transitions} & response.unexpected_statuses
-            if arrived:
-                log.warning("poll.unexpected_status", job_id=job.job_id, statuses=sorted(arrived))
-        if job.began_at is None:
-            job.began_at = parse_time(response.begin_time)
-        if job.job_type is None and response.job_type:
-            job.job_type = sys.intern(response.job_type)
-        if not transitions:
-            self._reschedule(job, now)
-            return
-        if await self._write(job, snapshot, transitions, response, now):
-            job.attempt = 0
-            if not is_terminal(snapshot.status):
-                self._reschedule(job, now)
-        else:
-            self._reschedule(job, now)
-
-    async def _conclude(self, job: ActiveJob, status: str, now: float) -> None:
-        transitions, snapshot = conclude(job.snapshot, status)
-        if not await self._write(job, snapshot, transitions, None, now):
-            self._reschedule(job, now)
-
-    async def _write(
-        self,
-        job: ActiveJob,
-        snapshot: Snapshot,
-        transitions: list[Transition],
-        response: JobAnswer | None,
-        now: float,
-    ) -> bool:
+    async def _write(self, job: ActiveJob, change: Change, now: float) -> bool:
         """Persist a change with its events; True when it was recorded."""
+        snapshot, transitions, response = change.snapshot, change.transitions, change.response
         try:
             record = await self._current_record(job)
             when = iso_time(now)

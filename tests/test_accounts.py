@@ -484,7 +484,7 @@ def test_no_secret_appears_in_any_output(
 def test_error_matrix_end_to_end(
     tmp_path: Path, daemon_factory: Callable[[Path], DaemonProcess]
 ) -> None:
-    """One job through every kind of upstream failure (PRODUCT §2, §9): each is
+    """One job through every kind of upstream failure: each is
     kept as its last_error with the vendor's code and message and logged with
     them, none is a transition, and only a lasting 404 ends the job."""
     sim = Simulator(speed=100, seed=25)

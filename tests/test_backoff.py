@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jobwatchd.backoff import BackoffPolicy
 
 FAST = settings(max_examples=30, deadline=None)
-# The shipped defaults (PRODUCT §7): 2 s growing by 1.6 up to 60 s, ±20 %.
+# The shipped defaults: 2 s growing by 1.6 up to 60 s, ±20 %.
 DEFAULT = BackoffPolicy(min_interval=2.0, max_interval=60.0, multiplier=1.6, jitter=0.2)
 HUGE_ATTEMPTS = [10**6, 2**31, 2**53 + 1, sys.maxsize, 2**64, 10**18 * 7]
 

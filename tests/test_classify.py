@@ -1,5 +1,5 @@
-"""Tests of the pure parts of jobwatchd.cloud.client: classify, parse_retry_after, vendor_error
-(PRODUCT §2 statuses, §9 faults)."""
+"""Tests of the pure parts of talking to the cloud: classify, parse_retry_after,
+vendor_error (statuses and faults: docs/statuses-and-events.md)."""
 
 from __future__ import annotations
 

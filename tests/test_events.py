@@ -1,4 +1,4 @@
-"""Tests of jobwatchd.events: CloudEvents for transitions and stable event ids (PRODUCT §3).
+"""Tests of jobwatchd.events: CloudEvents for transitions and stable event ids.
 
 Every payload is parsed with the CloudEvents SDK (``cloudevents`` >= 2, its ``core`` API),
 which validates the required and optional context attributes of CloudEvents 1.0.

@@ -1,4 +1,4 @@
-"""Tests of jobwatchd.statemachine: parsing, transitions, sticky terminal (PRODUCT §2, §3)."""
+"""Tests of jobwatchd.statemachine: parsing, transitions, sticky terminal."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of jobwatchd.validation: identifiers, labels, selectors, timeouts (PRODUCT §5)."""
+"""Tests of jobwatchd.validation: identifiers, labels, selectors, timeouts."""
 
 from __future__ import annotations
 
