@@ -47,6 +47,23 @@ TAIL_Z = 2.5  # above the body's mean by this many sigmas: a tail job
 TAIL_AFTER = 20  # body samples before any job is called a tail job
 TAIL_SHARE_MAX = 0.3  # a "tail" this common is drift: start the split over
 _STANDARD = NormalDist()
+MAX_MODELS = 256
+"""Job types learned at most: the type is upstream's word, so a hostile or broken
+upstream could otherwise grow the models (memory, the store) without end."""
+MAX_TYPE_LENGTH = 64
+
+
+def learnable_type(job_type: str, known: Mapping[str, object], limit: int = MAX_MODELS) -> bool:
+    """Whether a finished job of ``job_type`` may teach a model: one already learned,
+    or a new 1-64 character printable ASCII name while fewer than ``limit`` are."""
+    if job_type in known:
+        return True
+    return (
+        len(known) < limit
+        and 0 < len(job_type) <= MAX_TYPE_LENGTH
+        and job_type.isascii()
+        and job_type.isprintable()
+    )
 
 
 def _welford(count: float, mean: float, m2: float, value: float) -> tuple[float, float, float]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.events import build_events
-from jobwatchd.learning import DurationModel
+from jobwatchd.learning import MAX_MODELS, DurationModel, learnable_type
 from jobwatchd.logs import get_logger
 from jobwatchd.metrics import Metrics, status_label
 from jobwatchd.models import (
@@ -36,6 +36,7 @@ from jobwatchd.models import (
     JobRecord,
     NewJob,
     StoredEvent,
+    bounded_text,
     is_terminal,
     iso_time,
 )
@@ -134,6 +135,7 @@ STORE_WRITE_FAILED = "STORE_WRITE_FAILED"
 class _Models:
     by_type: dict[str, DurationModel] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    refused_logged: bool = False
 
 
 class Tracker:
@@ -690,6 +692,16 @@ class Tracker:
             return
         began, ended = parse_time(record.begin_time), parse_time(record.end_time)
         if began is None or ended is None or ended < began:
+            return
+        if not learnable_type(record.job_type, self._models.by_type):
+            if not self._models.refused_logged:
+                self._models.refused_logged = True
+                log.warning(
+                    "learning.type_refused",
+                    job_type=bounded_text(record.job_type, 64),
+                    learned=len(self._models.by_type),
+                    limit=MAX_MODELS,
+                )
             return
         model = self._models.by_type.setdefault(record.job_type, DurationModel())
         model.observe(ended - began)

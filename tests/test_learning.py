@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.learning import (
+    MAX_MODELS,
     MAX_WEIGHT,
     TAIL_Z,
     AdaptivePolicy,
     DurationModel,
     adaptive_delay,
+    learnable_type,
 )
 
 BACKOFF = BackoffPolicy(min_interval=2.0, max_interval=60.0, multiplier=1.6, jitter=0.2)
@@ -211,3 +213,29 @@ def test_delay_always_within_the_configured_bounds(
     assert BACKOFF.min_interval <= delay <= BACKOFF.max_interval
     opens, closes = model.window(POLICY)
     assert 0 < opens <= closes
+
+
+@pytest.mark.parametrize(
+    ("job_type", "known", "limit", "expected"),
+    [
+        ("createServer", {}, 256, True),
+        ("createServer", {"createServer": 1}, 1, True),
+        ("deleteServer", {"createServer": 1}, 1, False),
+        ("x" * 64, {}, 256, True),
+        ("x" * 65, {}, 256, False),
+        ("", {}, 256, False),
+        ("create\x1b[2J", {}, 256, False),
+        ("créer", {}, 256, False),
+        ("create server", {}, 256, True),
+    ],
+)
+def test_only_a_bounded_number_of_sane_job_types_is_learned(
+    job_type: str, known: dict[str, int], limit: int, expected: bool
+) -> None:
+    assert learnable_type(job_type, known, limit) is expected
+
+
+def test_the_default_bound_on_learned_types() -> None:
+    known = {f"type{n}": n for n in range(MAX_MODELS)}
+    assert learnable_type("type0", known)
+    assert not learnable_type("another", known)
