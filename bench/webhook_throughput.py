@@ -29,7 +29,7 @@ from aiohttp import web
 
 from jobwatchd.config import Secret, SinkConfig, SinkFilter
 from jobwatchd.daemon import install_event_loop
-from jobwatchd.delivery import SinkRunner
+from jobwatchd.engine.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, NewEvent, NewJob
 from jobwatchd.sinks import SinkContext
 from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink

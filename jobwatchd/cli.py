@@ -110,7 +110,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     from jobwatchd.daemon import open_store, state_path  # noqa: PLC0415
     from jobwatchd.logs import configure_logging  # noqa: PLC0415
-    from jobwatchd.store import redact_dsn  # noqa: PLC0415
+    from jobwatchd.options import redact_dsn  # noqa: PLC0415
 
     configure_logging("warning")  # stdout is for the result; warnings still show
     config = _load(args)

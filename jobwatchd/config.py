@@ -50,6 +50,7 @@ from jobwatchd.options import (
     parse_duration,
     parse_size,
     read_secret,
+    redact_dsn,
     redact_url,
     required,
     toml_duration,
@@ -65,7 +66,6 @@ from jobwatchd.sinks import (
     render_sink_options,
 )
 from jobwatchd.sinks.log import LogOptions
-from jobwatchd.store import redact_dsn
 from jobwatchd.validation import ValidationError, is_valid_id, validate_labels
 
 __all__ = [

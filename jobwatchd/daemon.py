@@ -31,8 +31,11 @@ from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.cloud.auth import Authenticator, authenticator_for
 from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.config import AccountConfig, Config, ConfigError, load_config, read_secret
-from jobwatchd.delivery import SinkRunner
-from jobwatchd.fleet import Fleet, FleetSettings
+from jobwatchd.engine.delivery import SinkRunner
+from jobwatchd.engine.fleet import Fleet, FleetSettings
+from jobwatchd.engine.poller import PollerPool
+from jobwatchd.engine.scheduler import Scheduler
+from jobwatchd.engine.tracker import PollSettings, Tracker
 from jobwatchd.http.deadletters import DeadLetterHandlers
 from jobwatchd.http.events import EventHub
 from jobwatchd.http.jobs import Api
@@ -42,15 +45,13 @@ from jobwatchd.learning import AdaptivePolicy
 from jobwatchd.logs import configure_logging, get_logger
 from jobwatchd.metrics import Metrics, SinkStats, Snapshot
 from jobwatchd.models import StoredEvent
-from jobwatchd.poller import PollerPool
-from jobwatchd.scheduler import Scheduler
+from jobwatchd.options import redact_dsn
 from jobwatchd.sinks import SinkContext, create_sink
 from jobwatchd.sinks.deadletters import DeadLetterService, DeadLetterStore
-from jobwatchd.store import FleetStore, Store, StoreUnavailableError, redact_dsn
+from jobwatchd.store import FleetStore, Store, StoreUnavailableError
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
 from jobwatchd.systemd import Notifier, monotonic_usec, watchdog_interval
-from jobwatchd.tracker import PollSettings, Tracker
 
 log = get_logger("jobwatchd.daemon")
 

@@ -23,7 +23,6 @@ from typing import Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 from jobwatchd.logs import get_logger
-from jobwatchd.store import redact_dsn
 
 __all__ = [
     "CREDENTIALS_ROOT",
@@ -506,3 +505,26 @@ def mask_options(value: object) -> object:
     if isinstance(value, str):
         return _redact_text(value)
     return value
+
+
+_PASSWORD_PARAMETER = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
+_PASSWORD_PAIR = re.compile(r"(\b(?:ssl)?password\s*=\s*)(?:'[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with every password in it shown as ``***``: the URL's
+    ``user:password@``, ``password=`` query parameters, or libpq
+    ``password=`` pairs. Anything else is left as it is."""
+    try:
+        netloc = urlsplit(dsn).netloc
+    except ValueError:
+        netloc = ""
+    if not netloc:
+        return _PASSWORD_PAIR.sub(rf"\1{SECRET_MASK}", dsn)
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        dsn = dsn.replace(f"//{netloc}", f"//{user}:{SECRET_MASK}@{hostinfo}", 1)
+    return _PASSWORD_PARAMETER.sub(rf"\1{SECRET_MASK}", dsn)

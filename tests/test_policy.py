@@ -15,6 +15,7 @@ import pytest
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.cloud.client import classify
+from jobwatchd.engine.tracker import ActiveJob
 from jobwatchd.learning import AdaptivePolicy, DurationModel
 from jobwatchd.models import (
     ERROR,
@@ -42,7 +43,6 @@ from jobwatchd.policy import (
     retry,
 )
 from jobwatchd.statemachine import Snapshot
-from jobwatchd.tracker import ActiveJob
 
 NOW = 1_700_000_000.0
 MID = 0.5  # the draw that leaves an interval at its base (no jitter either way)

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobwatchd import tracker as tracker_module
 from jobwatchd.backoff import BackoffPolicy
+from jobwatchd.engine import tracker as tracker_module
+from jobwatchd.engine.scheduler import Scheduler
+from jobwatchd.engine.tracker import PollSettings, Tracker, gc_paused
 from jobwatchd.models import FAIL, RUNNING, NewJob
-from jobwatchd.scheduler import Scheduler
 from jobwatchd.statemachine import Snapshot
 from jobwatchd.store import Store
-from jobwatchd.tracker import PollSettings, Tracker, gc_paused
 
 DEFAULT_TIMEOUT = 3600.0
 ACCOUNTS = ("default", "other")

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from jobwatchd.scheduler import Scheduler
+from jobwatchd.engine.scheduler import Scheduler
 from tests.conftest import async_wait_until
 
 

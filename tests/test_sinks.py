@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import ConfigError, SinkConfig, SinkFilter
-from jobwatchd.delivery import SinkRunner
+from jobwatchd.engine.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, StoredEvent
 from jobwatchd.sinks import Delivery, SinkContext, create_sink, decode, matches, sink_class
 from jobwatchd.sinks.file import FileOptions, FileSink

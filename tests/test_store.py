@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from jobwatchd.models import FAIL, RUNNING, JobRecord, NewEvent, NewJob, StoredEvent
+from jobwatchd.options import redact_dsn
 from jobwatchd.store import (
     DOC_FIELDS,
     ActiveRecord,
@@ -24,7 +25,6 @@ from jobwatchd.store import (
     Store,
     job_doc,
     job_from_row,
-    redact_dsn,
 )
 from jobwatchd.store.postgresql import MIGRATIONS as PG_MIGRATIONS
 from jobwatchd.store.postgresql import PostgresStore

@@ -38,7 +38,7 @@ from structlog.testing import capture_logs
 
 from jobwatchd import __version__
 from jobwatchd.config import Secret, SinkConfig, SinkFilter
-from jobwatchd.delivery import SinkRunner
+from jobwatchd.engine.delivery import SinkRunner
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, iso_time
 from jobwatchd.sinks import SinkContext
 from jobwatchd.sinks.deadletters import DeadLetterStore

@@ -15,13 +15,13 @@ from aiohttp.typedefs import Middleware
 
 from jobwatchd import __version__
 from jobwatchd.config import Config, ConfigError, parse_duration
+from jobwatchd.engine.tracker import Tracker, gc_paused
 from jobwatchd.http.openapi import build_document
 from jobwatchd.http.origin import OriginPolicy, browser_refusal
 from jobwatchd.http.responses import STORE_RETRY_AFTER, invalid, json_response, problem
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewJob
 from jobwatchd.store import ConflictError, StoreUnavailableError
-from jobwatchd.tracker import Tracker, gc_paused
 from jobwatchd.validation import (
     ValidationError,
     parse_label_selector,

@@ -5,7 +5,7 @@ A sink is a class registered under the entry-point group ``jobwatchd.sinks``
 way) and is constructed as ``SinkClass(config, context)``. It acknowledges a batch by
 returning from :meth:`Sink.deliver`; raising means "not delivered, retry".
 Optional ``concurrency`` and ``batch_max`` attributes let the runner call
-``deliver`` for several jobs at once (see :mod:`jobwatchd.delivery`).
+``deliver`` for several jobs at once (see :mod:`jobwatchd.engine.delivery`).
 
 Options: a sink's ``[[sinks]]`` table holds the common keys
 (:data:`COMMON_SINK_KEYS`: ``type``, ``name`` and the filters), which the

@@ -16,7 +16,7 @@
   answer, or running out of time, moves the events to the sink's dead-letter
   file (:mod:`jobwatchd.sinks.deadletters`), which counts as handled.
 
-The runner (:mod:`jobwatchd.delivery`) calls :meth:`WebhookSink.deliver` for
+The runner (:mod:`jobwatchd.engine.delivery`) calls :meth:`WebhookSink.deliver` for
 up to ``concurrency`` batches at once and never for two batches holding events
 of the same job, so per-job order holds while jobs proceed independently.
 """

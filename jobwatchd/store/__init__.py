@@ -7,37 +7,13 @@ the embedded SQLite one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 import orjson
 
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent
-
-_MASK = "***"
-_PASSWORD_PARAMETER = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
-_PASSWORD_PAIR = re.compile(r"(\b(?:ssl)?password\s*=\s*)(?:'[^']*'|\S+)", re.IGNORECASE)
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with every password in it shown as ``***``: the URL's
-    ``user:password@``, ``password=`` query parameters, or libpq
-    ``password=`` pairs. Anything else is left as it is."""
-    try:
-        netloc = urlsplit(dsn).netloc
-    except ValueError:
-        netloc = ""
-    if not netloc:
-        return _PASSWORD_PAIR.sub(rf"\1{_MASK}", dsn)
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.partition(":")[0]
-        dsn = dsn.replace(f"//{netloc}", f"//{user}:{_MASK}@{hostinfo}", 1)
-    return _PASSWORD_PARAMETER.sub(rf"\1{_MASK}", dsn)
-
 
 # JobRecord fields both stores keep in one JSON document column; the others
 # have columns of their own (they are queried or updated on their own).

@@ -40,9 +40,9 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 import asyncpg
 import orjson
 
-from jobwatchd.config import read_secret
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent, is_terminal
+from jobwatchd.options import read_secret, redact_dsn
 from jobwatchd.store import (
     ActivePage,
     ActiveRecord,
@@ -52,7 +52,6 @@ from jobwatchd.store import (
     StoreUnavailableError,
     job_doc,
     job_from_row,
-    redact_dsn,
 )
 
 log = get_logger("jobwatchd.store.postgresql")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwatchd.cloud.client import UpstreamClient
+from jobwatchd.engine.scheduler import Scheduler
 from jobwatchd.events import build_events
 from jobwatchd.learning import MAX_MODELS, DurationModel, learnable_type
 from jobwatchd.logs import get_logger
@@ -51,7 +52,6 @@ from jobwatchd.policy import (
 )
 from jobwatchd.policy import PollSettings as PollSettings  # noqa: PLC0414 (re-exported)
 from jobwatchd.policy import parse_time as parse_time  # noqa: PLC0414 (re-exported)
-from jobwatchd.scheduler import Scheduler
 from jobwatchd.statemachine import Snapshot
 from jobwatchd.store import ActiveRecord, Registration, StaleWriteError, Store
 

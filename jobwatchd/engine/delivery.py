@@ -32,9 +32,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobwatchd.backoff import BackoffPolicy
-from jobwatchd.config import SinkFilter
 from jobwatchd.logs import get_logger
-from jobwatchd.sinks import Delivery, Sink, decode, matches
+from jobwatchd.sinks import Delivery, Sink, SinkFilter, decode, matches
 from jobwatchd.store import Store, StoreUnavailableError
 
 log = get_logger("jobwatchd.delivery")

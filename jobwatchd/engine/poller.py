@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from jobwatchd.engine.scheduler import Scheduler
+from jobwatchd.engine.tracker import Tracker
 from jobwatchd.logs import get_logger
-from jobwatchd.scheduler import Scheduler
 from jobwatchd.store import StoreUnavailableError
-from jobwatchd.tracker import Tracker
 
 log = get_logger("jobwatchd.poller")
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import Config
+from jobwatchd.engine.scheduler import Scheduler
+from jobwatchd.engine.tracker import Tracker
 from jobwatchd.logs import get_logger
 from jobwatchd.models import TERMINAL_STATUSES
-from jobwatchd.scheduler import Scheduler
 from jobwatchd.store import FleetStore, StoreUnavailableError
-from jobwatchd.tracker import Tracker
 
 log = get_logger("jobwatchd.fleet")
 
