@@ -328,7 +328,7 @@ async def test_at_the_bound_a_health_check_displaces_the_oldest_idle_connection(
         # The oldest idle connection made room, long before header_timeout.
         async with asyncio.timeout(10):
             assert await held[0][0].read() == b""
-        assert api.daemon.readiness()["api"]["displaced"] == 1
+        assert api.daemon.health.readiness()["api"]["displaced"] == 1
         newest_reader, newest_writer = held[-1]  # the younger ones are still served
         newest_writer.write(HEALTHZ)
         async with asyncio.timeout(10):
@@ -349,14 +349,16 @@ async def test_when_every_connection_is_serving_a_new_one_is_refused_then_capaci
         writer.write(long_poll)
         await writer.drain()
     await async_wait_until(
-        lambda: bounded.daemon.readiness()["api"]["serving"] == 8, 10, what="8 long-polls"
+        lambda: bounded.daemon.health.readiness()["api"]["serving"] == 8, 10, what="8 long-polls"
     )
     refused = await _ask(bounded, HEALTHZ)
     assert refused.startswith(b"HTTP/1.1 503"), refused[:100]
-    assert bounded.daemon.readiness()["api"]["displaced"] == 0
+    assert bounded.daemon.health.readiness()["api"]["displaced"] == 0
     for _, writer in busy:
         writer.close()
     await async_wait_until(
-        lambda: bounded.daemon.readiness()["api"]["connections"] == 0, 10, what="them to close"
+        lambda: bounded.daemon.health.readiness()["api"]["connections"] == 0,
+        10,
+        what="them to close",
     )
     assert (await _ask(bounded, HEALTHZ)).startswith(b"HTTP/1.1 200")

@@ -51,10 +51,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.datastructures import ImmutableMultiDict
 
-from jobwatchd import daemon as daemon_module
 from jobwatchd.client import SseParser
 from jobwatchd.config import load_config
 from jobwatchd.daemon import Daemon
+from jobwatchd.daemon import lifecycle as daemon_module
 from jobwatchd.http import jobs as api_module
 from jobwatchd.http import openapi
 from jobwatchd.http.events import CLOSED_EVENT

@@ -1085,7 +1085,14 @@ async def _serve(sim: Simulator, host: str, port: int, demo_jobs: int) -> None:
             # Not available on Windows; Ctrl-C then ends asyncio.run() instead.
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
-        _create_demo_jobs(sim, demo_jobs)
+        for job in create_demo_jobs(sim, demo_jobs):
+            duration = float(str(job["duration"]))
+            subs = f"sub_jobs={job['sub_jobs']}" if job["sub_jobs"] else "no sub-jobs"
+            print(
+                f"demo job {job['job_id']} {job['job_type']} {subs} -> {job['outcome']} "
+                f"after {duration:.1f}s simulated ({duration / sim.speed:.1f}s wall)",
+                flush=True,
+            )
         url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
         auth = " X-Auth-Token required" if sim.token is not None else ""
         print(
@@ -1102,18 +1109,24 @@ async def _serve(sim: Simulator, host: str, port: int, demo_jobs: int) -> None:
         await runner.cleanup()
 
 
-def _create_demo_jobs(sim: Simulator, count: int) -> None:
+def create_demo_jobs(
+    sim: Simulator, count: int, project_id: str = DEFAULT_PROJECT_ID
+) -> list[dict[str, object]]:
+    """``count`` jobs of every type in turn, one in four failing; what each will do."""
+    demo: list[dict[str, object]] = []
     for i in range(count):
         job_type = JOB_TYPES[i % len(JOB_TYPES)]
         has_subs = _SPECS[job_type].sub_job_type is not None
         items = 1 + i % 3 if has_subs else 1
         fail = i % 4 == 3
-        job_id = sim.create_job(job_type, count=items, fail=fail)
-        job = sim._jobs[job_id]
-        outcome = FAIL if fail else SUCCESS
-        subs = f"sub_jobs={items}" if has_subs else "no sub-jobs"
-        print(
-            f"demo job {job_id} {job_type} {subs} -> {outcome} "
-            f"after {job.duration:.1f}s simulated ({job.duration / sim.speed:.1f}s wall)",
-            flush=True,
+        job_id = sim.create_job(job_type, project_id=project_id, count=items, fail=fail)
+        demo.append(
+            {
+                "job_id": job_id,
+                "job_type": job_type,
+                "sub_jobs": items if has_subs else 0,
+                "outcome": FAIL if fail else SUCCESS,
+                "duration": round(sim._jobs[job_id].duration, 1),
+            }
         )
+    return demo
