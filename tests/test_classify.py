@@ -26,7 +26,7 @@ from jobwatchd.upstream import (
     parse_retry_after,
     vendor_error,
 )
-from tests.vendor import JOB_ID, VENDOR_EXAMPLE
+from tests.helpers.vendor import JOB_ID, VENDOR_EXAMPLE
 
 FAST = settings(max_examples=30, deadline=None)
 SLOW = settings(max_examples=30, deadline=None)

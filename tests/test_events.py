@@ -42,7 +42,7 @@ from jobwatchd.statemachine import (
     observe,
     parse_response,
 )
-from tests.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
+from tests.helpers.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 # Exactly representable, so the millisecond rendering is exact.

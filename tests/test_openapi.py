@@ -60,7 +60,10 @@ from jobwatchd.daemon import BoundedRunner, Daemon
 from jobwatchd.openapi import build_document
 from jobwatchd.stream import CLOSED_EVENT
 from jobwatchd.validation import is_valid_id
-from tests.conftest import DaemonProcess, RunningSimulator, wait_until, write_config
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 TOKEN = "fuzz-token-0123456789"
 UPSTREAM_PATH = re.compile(r"/v1/[A-Za-z0-9_-]{1,64}/jobs/[A-Za-z0-9_-]{1,64}")

@@ -21,16 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobwatchd.config import parse_duration
 from jobwatchd.daemon import DRAIN_TIMEOUT
 from jobwatchd.systemd import Notifier, notify_message, watchdog_interval
-from tests.conftest import (
-    REPO,
-    DaemonProcess,
-    RunningSimulator,
-    all_terminal,
-    http,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers import REPO
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import all_terminal, read_events
+from tests.helpers.http import http
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 UNIT = REPO / "systemd" / "jobwatchd.service"
 

@@ -31,7 +31,7 @@ from jobwatchd.statemachine import (
     observe,
     parse_response,
 )
-from tests.vendor import SUB_ID, VENDOR_EXAMPLE_BYTES
+from tests.helpers.vendor import SUB_ID, VENDOR_EXAMPLE_BYTES
 
 UPSTREAM_TERMINAL = (SUCCESS, FAIL)
 OWN_TERMINAL = (TIMEOUT, NOT_FOUND, ERROR)

@@ -9,7 +9,7 @@ from yarl import URL
 
 from jobwatchd.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.upstream import NoAuth, OutcomeKind, TokenAuth, UpstreamClient, proxy_for
-from tests.conftest import RunningSimulator
+from tests.helpers.servers import RunningSimulator
 
 
 async def test_observes_a_job(simulator: RunningSimulator) -> None:
