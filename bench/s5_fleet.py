@@ -2,7 +2,7 @@
 
 One simulator (speed 1) holds ``jobs`` running jobs (``createServer`` with two
 sub-jobs, RUNNING for a day), as in scenario 1. A throwaway PostgreSQL server
-(:mod:`tests.pg`: Debian's binaries, ``initdb`` into a temporary directory,
+(:mod:`tests.helpers.pg`: Debian's binaries, ``initdb`` into a temporary directory,
 fsync off) holds the fleet's store. For each repeat, and for N = 1 and N = 3
 (the order alternates between repeats), N daemons start on a fresh database
 (``store = "postgresql://..."``, ``lease`` as configured, intervals of 1 ms,
@@ -41,7 +41,7 @@ from bench.common import (
     start_simulator,
     write_daemon,
 )
-from tests import pg
+from tests.helpers import pg
 
 SIZES = (1, 3)
 

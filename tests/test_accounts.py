@@ -23,17 +23,17 @@ import tomli_w
 import trustme
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
-from tests.conftest import (
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import (
     TERMINAL_STATUSES,
-    DaemonProcess,
     all_terminal,
     assert_chain_consistent,
-    http,
     job_chains,
     job_statuses,
     read_events,
-    wait_until,
 )
+from tests.helpers.http import http
+from tests.helpers.waiting import wait_until
 
 SECOND_PROJECT = "second-project-0002"
 DOMAIN, USER = "acme", "jobwatch-bot"

@@ -20,7 +20,8 @@ import pytest
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
 from jobwatchd.config import load_config
 from jobwatchd.daemon import Daemon
-from tests.conftest import RunningSimulator, write_config
+from tests.helpers.config import write_config
+from tests.helpers.servers import RunningSimulator
 
 PROBLEM = "application/problem+json"
 

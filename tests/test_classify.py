@@ -20,7 +20,7 @@ from jobwatchd.cloud.ecs import MalformedResponse, parse_response
 from jobwatchd.cloud.errors import vendor_error
 from jobwatchd.net import parse_retry_after
 from jobwatchd.outcome import Outcome, OutcomeKind, UpstreamError
-from tests.vendor import JOB_ID, VENDOR_EXAMPLE
+from tests.helpers.vendor import JOB_ID, VENDOR_EXAMPLE
 
 FAST = settings(max_examples=30, deadline=None)
 SLOW = settings(max_examples=30, deadline=None)

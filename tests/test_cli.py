@@ -13,7 +13,9 @@ import pytest
 
 from jobwatchd.store.postgresql import MIGRATIONS as POSTGRES_MIGRATIONS
 from jobwatchd.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
-from tests.conftest import DaemonProcess, RunningSimulator, write_config
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.servers import RunningSimulator
 
 JOBWATCHD = [sys.executable, "-m", "jobwatchd"]
 

@@ -24,13 +24,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import (
-    DaemonProcess,
-    RunningSimulator,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import read_events
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 SCRIPT = Path(sys.executable).with_name("jobwatchd")
 JOBWATCHD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "jobwatchd"]

@@ -13,17 +13,12 @@ import orjson
 import pytest
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator
-from tests.conftest import (
-    DaemonProcess,
-    RunningSimulator,
-    all_terminal,
-    assert_chain_consistent,
-    http,
-    job_chains,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import all_terminal, assert_chain_consistent, job_chains, read_events
+from tests.helpers.http import http
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 MULTI_SUB_JOB_TYPES = ("createServer", "deleteServer", "batchRebootServer", "addNics")
 

@@ -36,7 +36,7 @@ from jobwatchd.models import (
     NewEvent,
 )
 from jobwatchd.statemachine import Snapshot, Transition, conclude, observe
-from tests.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
+from tests.helpers.vendor import JOB_ID, SERVER_ID, SUB_ID, VENDOR_EXAMPLE
 
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 # Exactly representable, so the millisecond rendering is exact.

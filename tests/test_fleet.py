@@ -14,17 +14,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tests.conftest import (
-    DaemonProcess,
-    RunningSimulator,
-    all_terminal,
-    assert_chain_consistent,
-    http,
-    job_chains,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import all_terminal, assert_chain_consistent, job_chains, read_events
+from tests.helpers.http import http
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 LEASE = 2.0
 

@@ -17,7 +17,9 @@ import pytest
 
 from jobwatchd.config import load_config
 from jobwatchd.daemon import Daemon
-from tests.conftest import RunningSimulator, async_wait_until, wait_until, write_config
+from tests.helpers.config import write_config
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import async_wait_until, wait_until
 from tests.test_api import PROBLEM, Api, running_daemon
 
 

@@ -21,15 +21,13 @@ import pytest
 
 from jobwatchd.models import NewJob
 from jobwatchd.store.sqlite import SQLiteStore
-from tests import pg
-from tests.conftest import (
-    DaemonProcess,
-    RunningSimulator,
-    http,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers import pg
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import read_events
+from tests.helpers.http import http
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 
 def _job(daemon: DaemonProcess, job_id: str) -> dict[str, Any]:

@@ -45,7 +45,8 @@ from jobwatchd.outcome import (
 from jobwatchd.sinks import Delivery, SinkContext
 from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink, scrub_answer
 from jobwatchd.statemachine import Snapshot, observe
-from tests.hostile_upstream import Hostile, serve_in_thread, wait_for
+from tests.helpers.hostile_upstream import Hostile, serve_in_thread
+from tests.helpers.waiting import wait_until
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 TOKEN = "tok-canary-0123456789"
@@ -401,18 +402,18 @@ def test_the_daemon_keeps_hostile_answers_out_of_its_jobs_metrics_and_logs(
         return result
 
     # An answer always over the bound ends the job as ERROR after three, backing off.
-    big = wait_for(
+    big = wait_until(
         lambda: (v := view("bigchunked-e2e"))["status"] == ERROR and v, timeout=30, what="ERROR"
     )
     assert big["last_error"]["code"] == TOO_LARGE_CODE
     assert upstream_thread.polls["bigchunked-e2e"] == 3
     # A late 404 ends as NOT_FOUND with the likely reason.
-    gone = wait_for(
+    gone = wait_until(
         lambda: (v := view("gone-e2e"))["status"] == NOT_FOUND and v, timeout=30, what="NOT_FOUND"
     )
     assert NOT_FOUND_HINT in gone["last_error"]["message"]
     assert gone["last_error"]["message"].startswith("The job does not exist.")
-    wait_for(
+    wait_until(
         lambda: (
             sum(n for job, n in upstream_thread.polls.items() if job.startswith("randcode")) > 80
         ),
@@ -494,7 +495,7 @@ def test_a_job_pending_payment_is_polled_at_the_slowest_interval(
 
     # Seen once, it is polled next at max_interval (30 s, less jitter), not at
     # min_interval (100 ms) as backoff would start.
-    assert wait_for(lambda: spacing(prepaid, PENDING_PAYMENT), timeout=30, what="payment") > 20
+    assert wait_until(lambda: spacing(prepaid, PENDING_PAYMENT), timeout=30, what="payment") > 20
     assert not [r for r in daemon.log_records() if r.get("event") == "poll.unexpected_status"]
     assert daemon.stop() == 0
 

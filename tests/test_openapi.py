@@ -62,7 +62,10 @@ from jobwatchd.http.openapi import build_document
 from jobwatchd.http.server import BoundedRunner
 from jobwatchd.sinks import deadletters
 from jobwatchd.validation import is_valid_id
-from tests.conftest import DaemonProcess, RunningSimulator, wait_until, write_config
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 TOKEN = "fuzz-token-0123456789"
 UPSTREAM_PATH = re.compile(r"/v1/[A-Za-z0-9_-]{1,64}/jobs/[A-Za-z0-9_-]{1,64}")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from jobwatchd.engine.scheduler import Scheduler
-from tests.conftest import async_wait_until
+from tests.helpers.waiting import async_wait_until
 
 
 @pytest.fixture

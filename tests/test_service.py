@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,16 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobwatchd.config import parse_duration
 from jobwatchd.daemon import DRAIN_TIMEOUT
 from jobwatchd.systemd import Notifier, notify_message, watchdog_interval
-from tests.conftest import (
-    REPO,
-    DaemonProcess,
-    RunningSimulator,
-    all_terminal,
-    http,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers import REPO
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import all_terminal, read_events
+from tests.helpers.http import http
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import wait_until
 
 UNIT = REPO / "systemd" / "jobwatchd.service"
 
@@ -194,7 +192,7 @@ def test_abstract_socket_address_is_supported(tmp_path: Path) -> None:
 
 
 def start_notified(
-    tmp_path: Path, sim: RunningSimulator, notify: NotifySocket, **config: str
+    tmp_path: Path, sim: RunningSimulator, notify: NotifySocket, **config: Any
 ) -> DaemonProcess:
     path = write_config(
         tmp_path / "c.toml", endpoint=sim.url, state_dir=tmp_path / "state", **config

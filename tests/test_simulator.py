@@ -25,7 +25,7 @@ from jobwatchd.cloud.simulator import (
     format_time,
     start_simulator,
 )
-from tests.vendor import VENDOR_EXAMPLE
+from tests.helpers.vendor import VENDOR_EXAMPLE
 
 T0 = 1461614674.604  # the vendor example's begin_time
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -25,7 +25,7 @@ from jobwatchd.sinks import (
 from jobwatchd.sinks.file import FileOptions, FileSink
 from jobwatchd.sinks.log import LogOptions, LogSink
 from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink
-from tests.plugins import sink_plugin
+from tests.helpers.plugins import sink_plugin
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_c2Vjb25kLXNlY3JldC1rZXktbWF0ZXJpYWw="

@@ -21,8 +21,8 @@ from jobwatchd.sinks import Delivery, SinkContext, create_sink, decode, matches,
 from jobwatchd.sinks.file import FileOptions, FileSink
 from jobwatchd.sinks.log import LogSink
 from jobwatchd.store.sqlite import SQLiteStore
-from tests.conftest import async_wait_until
-from tests.plugins import sink_plugin
+from tests.helpers.plugins import sink_plugin
+from tests.helpers.waiting import async_wait_until
 
 FAST_RETRY = BackoffPolicy(min_interval=0.01, max_interval=0.05, multiplier=2.0, jitter=0.0)
 

@@ -24,7 +24,7 @@ from jobwatchd.models import (
     is_terminal,
 )
 from jobwatchd.statemachine import Snapshot, Transition, conclude, observe
-from tests.vendor import SUB_ID, VENDOR_EXAMPLE_BYTES
+from tests.helpers.vendor import SUB_ID, VENDOR_EXAMPLE_BYTES
 
 UPSTREAM_TERMINAL = (SUCCESS, FAIL)
 OWN_TERMINAL = (TIMEOUT, NOT_FOUND, ERROR)

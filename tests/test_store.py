@@ -29,7 +29,7 @@ from jobwatchd.store import (
 from jobwatchd.store.postgresql import MIGRATIONS as PG_MIGRATIONS
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import MIGRATIONS, SQLiteStore
-from tests import pg
+from tests.helpers import pg
 
 
 def new_job(job_id: str, project: str = "p1", labels: dict[str, str] | None = None) -> NewJob:

@@ -29,7 +29,9 @@ from jobwatchd.daemon import Daemon
 from jobwatchd.http.events import CLOSED_EVENT, EventHub, StreamSettings
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, StoredEvent
 from jobwatchd.store.sqlite import SQLiteStore
-from tests.conftest import RunningSimulator, async_wait_until, write_config
+from tests.helpers.config import write_config
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import async_wait_until
 
 PROBLEM = "application/problem+json"
 

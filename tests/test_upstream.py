@@ -12,7 +12,7 @@ from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.net import proxy_for
 from jobwatchd.outcome import OutcomeKind
-from tests.conftest import RunningSimulator
+from tests.helpers.servers import RunningSimulator
 
 
 async def test_observes_a_job(simulator: RunningSimulator) -> None:

@@ -44,16 +44,12 @@ from jobwatchd.sinks import SinkContext
 from jobwatchd.sinks.deadletters import DeadLetterStore
 from jobwatchd.sinks.webhook import BATCH_CONTENT_TYPE, CONTENT_TYPE, WebhookOptions, WebhookSink
 from jobwatchd.store.sqlite import SQLiteStore
-from tests.conftest import (
-    DaemonProcess,
-    RunningSimulator,
-    all_terminal,
-    async_wait_until,
-    http,
-    read_events,
-    wait_until,
-    write_config,
-)
+from tests.helpers.config import write_config
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.events import all_terminal, read_events
+from tests.helpers.http import http
+from tests.helpers.servers import RunningSimulator
+from tests.helpers.waiting import async_wait_until, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"jobwatchd-test-signing-key-0001").decode()
 NEXT_SECRET = "whsec_" + base64.b64encode(b"jobwatchd-test-signing-key-0002").decode()

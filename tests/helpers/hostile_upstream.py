@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import gzip
 import itertools
-import threading
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from tests.helpers.servers import in_thread
+
 MiB = 1024 * 1024
-T = TypeVar("T")
 
 
 def job_document(job_id: str, status: str = "RUNNING", **fields: Any) -> dict[str, Any]:
@@ -239,35 +238,10 @@ class Hostile:
 def serve_in_thread() -> Iterator[Hostile]:
     """:class:`Hostile` on a thread with its own event loop (for daemon subprocesses)."""
     hostile = Hostile()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(hostile.start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(hostile.close())
-        loop.close()
+    async def start() -> Hostile:
+        await hostile.start()
+        return hostile
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    if not started.wait(10):
-        raise RuntimeError("hostile upstream did not start")
-    try:
-        yield hostile
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    with in_thread(start, Hostile.close, name="hostile upstream") as running:
+        yield running

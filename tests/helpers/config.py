@@ -1,0 +1,83 @@
+"""Daemon config files for the tests, built from keyword options (never by
+patching the text of another config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
+
+LOG_SINK = '[[sinks]]\ntype = "log"\n'
+FILE_SINK = '[[sinks]]\ntype = "file"\npath = "events.jsonl"\n'
+DEFAULT_SINKS = f"{LOG_SINK}\n{FILE_SINK}"
+"""A log sink and a file sink writing ``events.jsonl`` in the state directory."""
+
+
+def write_token(path: Path, token: str) -> Path:
+    """An API token file as the daemon wants it (owner-only)."""
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_config(
+    path: Path,
+    *,
+    endpoint: str,
+    state_dir: Path,
+    listen: str = "127.0.0.1:0",
+    token_file: Path | None = None,
+    project_id: str = DEFAULT_PROJECT_ID,
+    concurrency: int = 32,
+    min_interval: str = "100ms",
+    max_interval: str = "400ms",
+    not_found_grace: str = "1s",
+    sinks: str = DEFAULT_SINKS,
+    extra_daemon: str = "",
+    extra_api: str = "",
+    extra_account: str = "",
+    extra_polling: str = "",
+    extra: str = "",
+) -> Path:
+    """A daemon config tuned for tests: one account ``default`` (no auth) at
+    ``endpoint``, fast polling, ``sinks`` (a log and a file sink by default).
+
+    The ``extra_*`` texts go at the end of their table; ``extra`` (more tables)
+    at the end of the file. Writing the same path again is how a test changes
+    the config of a running daemon before a reload."""
+    token = f'token_file = "{token_file}"\n' if token_file is not None else ""
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{state_dir}"
+log_level = "info"
+{extra_daemon}
+
+[api]
+listen = "{listen}"
+{token}{extra_api}
+
+[[accounts]]
+name = "default"
+endpoint = "{endpoint}"
+project_id = "{project_id}"
+auth = "none"
+rate_limit = 2000
+request_timeout = "2s"
+{extra_account}
+
+[polling]
+concurrency = {concurrency}
+initial_delay = "50ms"
+min_interval = "{min_interval}"
+max_interval = "{max_interval}"
+multiplier = 1.5
+jitter = 0.2
+not_found_grace = "{not_found_grace}"
+{extra_polling}
+
+{sinks}
+{extra}
+"""
+    )
+    return path
