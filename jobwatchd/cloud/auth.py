@@ -37,9 +37,10 @@ from jobwatchd.cloud.signing import (
     format_sdk_date,
     sign,
 )
-from jobwatchd.config import ENV_AK, ENV_SK, AccountConfig, ConfigError, read_secret
+from jobwatchd.config import ENV_AK, ENV_SK, AccountConfig, ConfigError
 from jobwatchd.logs import get_logger
 from jobwatchd.net import USER_AGENT, location_origin, proxy_for, read_bounded
+from jobwatchd.options import read_secret
 
 log = get_logger("jobwatchd.auth")
 

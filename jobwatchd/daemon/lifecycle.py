@@ -21,7 +21,7 @@ from aiohttp import web
 
 from jobwatchd import __version__
 from jobwatchd.cloud.client import UpstreamClient
-from jobwatchd.config import Config, read_secret
+from jobwatchd.config import Config
 from jobwatchd.daemon.health import Health
 from jobwatchd.daemon.reload import Reloader
 from jobwatchd.daemon.startup import startup_failure
@@ -49,6 +49,7 @@ from jobwatchd.http.server import BoundedRunner
 from jobwatchd.logs import get_logger
 from jobwatchd.metrics import Metrics
 from jobwatchd.models import StoredEvent
+from jobwatchd.options import read_secret
 from jobwatchd.sinks import SinkContext, create_sink
 from jobwatchd.sinks.deadletters import DeadLetterService, DeadLetterStore
 from jobwatchd.store import Store, StoreUnavailableError
