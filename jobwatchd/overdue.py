@@ -92,6 +92,8 @@ class OverdueIndex:
     def __init__(self) -> None:
         self._by_type: dict[str, dict[str, _Seconds]] = {}
         self._limits: dict[str, tuple[tuple[float, ...], float | None]] = {}
+        self.by_account: dict[str, int] = {}
+        """Indexed jobs per account: the active jobs that have begun and have a type."""
         self.size = 0
 
     def add(self, job_type: str | None, account: str, began_at: float | None) -> None:
@@ -105,6 +107,7 @@ class OverdueIndex:
         if seconds is None:
             seconds = accounts[account] = _Seconds()
         seconds.add(begin_second(began_at))
+        self.by_account[account] = self.by_account.get(account, 0) + 1
         self.size += 1
 
     def remove(self, job_type: str | None, account: str, began_at: float | None) -> None:
@@ -120,6 +123,11 @@ class OverdueIndex:
             return
         seconds.remove(second)
         self.size -= 1
+        left = self.by_account[account] - 1
+        if left:
+            self.by_account[account] = left
+        else:
+            del self.by_account[account]
         if not seconds.counts:
             del accounts[account]
             if not accounts:

@@ -174,6 +174,9 @@ def test_index_agrees_with_checking_every_job(
         if not gone and is_overdue(began_at, limit, NOW):
             expected[account] = expected.get(account, 0) + 1
     assert index.overdue(MODELS, NOW) == expected
-    assert index.size == sum(
-        1 for job_type, _, began_at, gone in jobs if not gone and job_type and began_at is not None
-    )
+    begun: dict[str, int] = {}
+    for job_type, account, began_at, gone in jobs:
+        if not gone and job_type and began_at is not None:
+            begun[account] = begun.get(account, 0) + 1
+    assert index.by_account == begun
+    assert index.size == sum(begun.values())

@@ -732,10 +732,10 @@ class Tracker:
         (accounts without any are left out); see :mod:`jobwatchd.overdue`."""
         return self._overdue.overdue(self._models.by_type, self._clock())
 
-    @property
-    def overdue_indexed(self) -> int:
-        """Active jobs in the overdue index (those with a type and a begin time)."""
-        return self._overdue.size
+    def begun_by_account(self) -> dict[str, int]:
+        """Active jobs that have begun (a begin time and a job type), per account:
+        those :meth:`overdue_by_account` may count."""
+        return dict(self._overdue.by_account)
 
     def duration_model(self, job_type: str) -> DurationModel | None:
         """The learned model of ``job_type``, if any."""
