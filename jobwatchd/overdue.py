@@ -97,7 +97,8 @@ class OverdueIndex:
         self.size = 0
 
     def add(self, job_type: str | None, account: str, began_at: float | None) -> None:
-        """Index a job (nothing without both a type and a begin time)."""
+        """Index a job (nothing without both a type and a begin time). Called for
+        every job the restore loads: kept to a few dict operations."""
         if job_type is None or began_at is None:
             return
         accounts = self._by_type.get(job_type)
@@ -106,8 +107,15 @@ class OverdueIndex:
         seconds = accounts.get(account)
         if seconds is None:
             seconds = accounts[account] = _Seconds()
-        seconds.add(begin_second(began_at))
-        self.by_account[account] = self.by_account.get(account, 0) + 1
+        second = math.floor(began_at)
+        counts = seconds.counts
+        count = counts.get(second)
+        if count is None:
+            seconds.add(second)
+        else:
+            counts[second] = count + 1
+        by_account = self.by_account
+        by_account[account] = by_account.get(account, 0) + 1
         self.size += 1
 
     def remove(self, job_type: str | None, account: str, began_at: float | None) -> None:
