@@ -260,6 +260,18 @@ def test_dashboard_takes_its_data_source_from_a_variable() -> None:
 # -- the overdue gauge on a live daemon ---------------------------------------------
 
 
+async def overdue_and_begun(running: InProcessDaemon) -> tuple[float | None, float | None]:
+    text = await scrape(running)
+    return (
+        sample(text, "jobwatchd_jobs_overdue", account=ACCOUNT),
+        sample(text, "jobwatchd_jobs_begun", account=ACCOUNT),
+    )
+
+
+async def counts_are(running: InProcessDaemon, want: tuple[float, float]) -> bool:
+    return await overdue_and_begun(running) == want
+
+
 async def test_a_job_past_its_types_p95_is_counted_overdue(
     tmp_path: Path, simulator: RunningSimulator
 ) -> None:
@@ -276,34 +288,26 @@ async def test_a_job_past_its_types_p95_is_counted_overdue(
         )
         model = tracker.duration_model("resizeServer")
         assert model is not None and model.ready
-        text = await scrape(running)
-        assert sample(text, "jobwatchd_jobs_overdue", account=ACCOUNT) == 0
+        assert await overdue_and_begun(running) == (0, 0)
         # One of that type runs 60 s; one of a type without a model as long.
         stuck = sim.create_job("resizeServer", duration=6000)
         unknown = sim.create_job("deleteServer", duration=6000)
         await running.call("POST", "/v1/jobs", {"jobs": [{"job_id": stuck}, {"job_id": unknown}]})
-
-        async def one_overdue_of_two_begun() -> bool:
-            text = await scrape(running)
-            return (
-                sample(text, "jobwatchd_jobs_overdue", account=ACCOUNT),
-                sample(text, "jobwatchd_jobs_begun", account=ACCOUNT),
-            ) == (1, 2)
-
-        await eventually(one_overdue_of_two_begun, "one overdue job of two begun")
+        await eventually(lambda: counts_are(running, (1, 2)), "one overdue job of two begun")
+    # Restarted, the daemon restores both jobs and the model: still one overdue.
+    async with running_daemon(tmp_path, simulator) as restarted:
+        restored = restarted.daemon.tracker
+        assert restored is not None
+        await eventually(lambda: counts_are(restarted, (1, 2)), "one overdue job of two restored")
         # What the index counts is what checking every active job says.
-        limit = overdue_after(tracker.duration_model("resizeServer"))
-        assert limit is not None
         now = time.time()
         by_hand = [
             job.job_id
-            for job in tracker.active.values()
+            for job in restored.active.values()
             if job.job_type
-            and is_overdue(job.began_at, overdue_after(tracker.duration_model(job.job_type)), now)
+            and is_overdue(job.began_at, overdue_after(restored.duration_model(job.job_type)), now)
         ]
         assert by_hand == [stuck]
-        status, _, _ = await running.call("DELETE", f"/v1/jobs/{stuck}")
+        status, _, _ = await restarted.call("DELETE", f"/v1/jobs/{stuck}")
         assert status in {200, 204}
-        text = await scrape(running)
-        assert sample(text, "jobwatchd_jobs_overdue", account=ACCOUNT) == 0
-        assert sample(text, "jobwatchd_jobs_begun", account=ACCOUNT) == 1
+        assert await overdue_and_begun(restarted) == (0, 1)
