@@ -49,6 +49,19 @@ system-tools:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else echo "initdb is missing: install the PostgreSQL server (apt-get install postgresql)"; exit 1; fi; }
+	@# promtool (checks the alerting rules and the /metrics exposition) comes with
+	@# Debian's prometheus package, whose postinst enables and starts a prometheus
+	@# server (systemd's unit, else /etc/init.d/prometheus, unless policy-rc.d
+	@# forbids it as in containers): the tests want only the tool, so a server the
+	@# install started is stopped (and its unit disabled) again.
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null; \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now --quiet prometheus || true; \
+	    elif pgrep -x prometheus >/dev/null; then /etc/init.d/prometheus stop >/dev/null || true; fi; \
+	    ! pgrep -x prometheus >/dev/null || { echo "a prometheus server is still running"; exit 1; }; \
+	  else echo "promtool is missing: the alert-rule tests will be skipped (apt-get install prometheus)"; fi; }
 
 unit: $(STAMP) system-tools
 	$(BIN)/pytest

@@ -78,6 +78,10 @@ class Snapshot:
     paused_seconds: Mapping[str, float]
     polls_in_flight: int
     streams: Mapping[str, int] | None = None
+    overdue: Mapping[str, int] | None = None
+    """Active jobs past their type's learned p95, per account (every account listed)."""
+    begun: Mapping[str, int] | None = None
+    """Active jobs with a begin time and a job type, per account (every account listed)."""
 
 
 class _StateCollector(Collector):
@@ -105,6 +109,24 @@ class _StateCollector(Collector):
         for account, seconds in sorted(state.paused_seconds.items()):
             paused.add_metric([account], seconds)
         yield paused
+        if state.overdue is not None:
+            overdue = GaugeMetricFamily(
+                "jobwatchd_jobs_overdue",
+                "Active jobs running longer than the learned p95 duration of their job type.",
+                labels=["account"],
+            )
+            for account, count in sorted(state.overdue.items()):
+                overdue.add_metric([account], count)
+            yield overdue
+        if state.begun is not None:
+            begun = GaugeMetricFamily(
+                "jobwatchd_jobs_begun",
+                "Active jobs that have begun (upstream gave a begin time and a job type).",
+                labels=["account"],
+            )
+            for account, count in sorted(state.begun.items()):
+                begun.add_metric([account], count)
+            yield begun
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
             "delivered": CounterMetricFamily(
                 "jobwatchd_sink_deliveries", "Events acknowledged by a sink.", labels=["sink"]

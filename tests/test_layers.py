@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backoff",
             "ratelimit",
             "learning",
+            "overdue",
             "events",
             "validation",
         ),

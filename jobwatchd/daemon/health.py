@@ -67,6 +67,9 @@ class Health:
     def snapshot(self) -> Snapshot:
         """What ``/metrics`` reads synchronously (refreshed by :meth:`metrics_text`)."""
         now = time.time()
+        tracker = self.daemon.tracker
+        overdue = tracker.overdue_by_account() if tracker is not None else {}
+        begun = tracker.begun_by_account() if tracker is not None else {}
         sinks = [
             SinkStats(
                 name=runner.name,
@@ -89,6 +92,8 @@ class Health:
             },
             polls_in_flight=self.daemon.pollers.in_flight if self.daemon.pollers else 0,
             streams=self.daemon.stream_hub.stats(),
+            overdue={**dict.fromkeys(self.daemon.clients, 0), **overdue},
+            begun={**dict.fromkeys(self.daemon.clients, 0), **begun},
         )
 
     async def metrics_text(self) -> bytes:

@@ -42,6 +42,7 @@ from jobwatchd.models import (
     iso_time,
 )
 from jobwatchd.outcome import Outcome, OutcomeKind, UpstreamError
+from jobwatchd.overdue import OverdueIndex
 from jobwatchd.policy import (
     Change,
     Decision,
@@ -167,6 +168,7 @@ class Tracker:
         self._accounts: dict[str, _AccountState] = {}
         self._poll_metrics: dict[tuple[str, OutcomeKind], tuple[Any, Any]] = {}
         self._models = _Models()
+        self._overdue = OverdueIndex()
         self._store_health = _StoreHealth()
         self._restoring = False
         self._deleted_while_restoring: set[str] = set()
@@ -234,6 +236,7 @@ class Tracker:
         the tuples itself. Returns how many it activated."""
         active, deleted = self.active, self._deleted_while_restoring
         rand, schedule, intern = self._rng.random, self.scheduler.schedule, sys.intern
+        index_overdue = self._overdue.add
         default_timeout = self.settings.timeout
         count = 0
         for record in records:
@@ -254,6 +257,8 @@ class Tracker:
             if job_id in active or job_id in deleted:
                 continue
             account = intern(account)
+            job_type = job_type and intern(job_type)
+            began_at = parse_time(begin_time) if begin_time else None
             active[job_id] = ActiveJob(
                 job_id=job_id,
                 project_id=intern(project_id),
@@ -264,9 +269,10 @@ class Tracker:
                 snapshot=Snapshot.from_json(snapshot) if snapshot else _FRESH,
                 polls=polls,
                 last_error=last_error,
-                job_type=job_type and intern(job_type),
-                began_at=parse_time(begin_time) if begin_time else None,
+                job_type=job_type,
+                began_at=began_at,
             )
+            index_overdue(job_type, account, began_at)
             schedule(job_id, account, rand() * spread)
             count += 1
         return count
@@ -275,8 +281,10 @@ class Tracker:
         job_id = record.job_id
         account = sys.intern(record.account)
         snapshot = record.snapshot
-        job_type = record.job_type
-        begin_time = record.begin_time
+        job_type = record.job_type and sys.intern(record.job_type)
+        began_at = parse_time(record.begin_time) if record.begin_time else None
+        if job_id in self.active:  # held already (the restore meets a registration)
+            self._forget_overdue(self.active[job_id])
         self.active[job_id] = ActiveJob(
             job_id=job_id,
             project_id=sys.intern(record.project_id),
@@ -287,9 +295,10 @@ class Tracker:
             snapshot=Snapshot.from_json(snapshot) if snapshot else _FRESH,
             polls=record.polls,
             last_error=record.last_error,
-            job_type=job_type and sys.intern(job_type),
-            began_at=parse_time(begin_time) if begin_time else None,
+            job_type=job_type,
+            began_at=began_at,
         )
+        self._overdue.add(job_type, account, began_at)
         self.scheduler.schedule(job_id, account, delay)
 
     # -- registration and queries -------------------------------------------------
@@ -336,7 +345,7 @@ class Tracker:
     async def delete(self, job_id: str) -> bool:
         """Stop tracking ``job_id``."""
         deleted = await self.store.delete_job(job_id)
-        self.active.pop(job_id, None)
+        self._forget_overdue(self.active.pop(job_id, None))
         self.scheduler.remove(job_id)
         if self._restoring:
             self._deleted_while_restoring.add(job_id)
@@ -387,7 +396,9 @@ class Tracker:
 
     def drop(self, job_id: str) -> None:
         """Stop polling a job whose lease this instance lost (nothing is deleted)."""
-        if self.active.pop(job_id, None) is not None:
+        held = self.active.pop(job_id, None)
+        if held is not None:
+            self._forget_overdue(held)
             self.scheduler.remove(job_id)
             log.info("job.lease_lost", job_id=job_id)
 
@@ -542,9 +553,13 @@ class Tracker:
             job.last_error = decision.last_error.to_json(iso_time(now))
         job.rejections = decision.rejections
         job.not_found_since = decision.not_found_since
+        indexed = (job.job_type, job.began_at)
         job.began_at = decision.began_at
         if decision.job_type is not None and job.job_type is None:
             job.job_type = sys.intern(decision.job_type)
+        if (job.job_type, job.began_at) != indexed and self.active.get(job.job_id) is job:
+            self._overdue.remove(indexed[0], job.account, indexed[1])
+            self._overdue.add(job.job_type, job.account, job.began_at)
         line = decision.log
         if line is not None:
             getattr(log, line.level)(line.event, **line.fields)
@@ -590,7 +605,7 @@ class Tracker:
             stored = await self.store.record(record, events)
         except StaleWriteError:
             log.info("job.vanished", job_id=job.job_id)
-            self.active.pop(job.job_id, None)
+            self._forget_overdue(self.active.pop(job.job_id, None))
             self.scheduler.remove(job.job_id)
             return False
         except Exception as exc:
@@ -603,7 +618,7 @@ class Tracker:
         for transition, event in zip(transitions, events, strict=True):
             self.metrics.transitions.labels(event.type, status_label(transition.to_status)).inc()
         if is_terminal(snapshot.status):
-            self.active.pop(job.job_id, None)
+            self._forget_overdue(self.active.pop(job.job_id, None))
             self.scheduler.remove(job.job_id)
             self._wake_waiters(job.job_id)
             self._learn(record)
@@ -706,6 +721,21 @@ class Tracker:
         model = self._models.by_type.setdefault(record.job_type, DurationModel())
         model.observe(ended - began)
         self._models.dirty.add(record.job_type)
+
+    def _forget_overdue(self, job: ActiveJob | None) -> None:
+        """Take a job that is no longer active out of the overdue index."""
+        if job is not None:
+            self._overdue.remove(job.job_type, job.account, job.began_at)
+
+    def overdue_by_account(self) -> dict[str, int]:
+        """Active jobs running longer than their type's learned p95, per account
+        (accounts without any are left out); see :mod:`jobwatchd.overdue`."""
+        return self._overdue.overdue(self._models.by_type, self._clock())
+
+    def begun_by_account(self) -> dict[str, int]:
+        """Active jobs that have begun (a begin time and a job type), per account:
+        those :meth:`overdue_by_account` may count."""
+        return dict(self._overdue.by_account)
 
     def duration_model(self, job_type: str) -> DurationModel | None:
         """The learned model of ``job_type``, if any."""
