@@ -49,6 +49,11 @@ system-tools:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else echo "initdb is missing: install the PostgreSQL server (apt-get install postgresql)"; exit 1; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is missing: the web view's browser tests will be skipped (apt-get install --no-install-recommends chromium)"; fi; }
 
 unit: $(STAMP) system-tools
 	$(BIN)/pytest

@@ -418,3 +418,71 @@ async def test_security_headers_and_browser_rules(
             assert resp.status == 403
         async with api.session.get(api.url + "/ui", headers={"Host": "evil.example"}) as resp:
             assert resp.status == 421
+
+
+@dataclass
+class Hook:
+    """A webhook receiver that refuses (400, markup in the answer) until ``accept``."""
+
+    accept: bool = False
+    accepted: list[bytes] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not self.accept:
+            return web.Response(status=400, text=HOSTILE)
+        self.accepted.append(body)
+        return web.Response(status=204)
+
+
+@contextlib.asynccontextmanager
+async def hook_receiver(hook: Hook) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    finally:
+        await runner.cleanup()
+
+
+@needs_chromium
+async def test_dead_letters_are_listed_as_text_and_redelivered_with_the_token(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    hook = Hook()
+    async with simulator(clock) as sim, hook_receiver(hook) as url:
+        sinks = f'[[sinks]]\ntype = "webhook"\nname = "hook"\nurl = "{url}"\n'
+        async with (
+            running_daemon(tmp_path, sim, token=TOKEN, sinks=sinks) as api,
+            browser() as view,
+        ):
+            job_id = sim.sim.create_job("resizeServer", duration=100)
+            async with api.session.post(
+                f"{api.url}/v1/jobs",
+                json={"job_id": job_id},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as resp:
+                assert resp.status == 201
+            await view.page.goto(f"{api.url}/ui/sinks")
+            await view.page.fill('input[name="token"]', TOKEN)
+            await view.page.click('#login button[type="submit"]')
+            letter = view.page.locator("#dead-letters tbody tr").first
+            await expect(letter.locator("td.error")).to_contain_text(HOSTILE, timeout=15_000)
+            await expect(view.page.locator('#sinks tr[data-sink="hook"]')).to_be_visible()
+            await view.page.screenshot(path=tmp_path / "dead-letters.png")
+
+            hook.accept = True
+            await letter.locator("button").click()
+            await expect(view.page.locator("#status")).to_contain_text("redelivered 1")
+            assert len(hook.accepted) == 1
+            posts = [r for r in view.requests if r.method == "POST"]
+            assert [r.url for r in posts] == [f"{api.url}/v1/dead-letters/redeliver"]
+            assert posts[0].headers["authorization"] == f"Bearer {TOKEN}"
+            assert posts[0].headers["x-requested-by"] == "jobwatchd-ui"
+            assert posts[0].headers["content-type"] == "application/json"
+            assert view.dialogs == [] and view.errors == []
+            assert await view.page.locator("main img").count() == 0
