@@ -284,7 +284,7 @@ async def test_hostile_labels_and_fail_reasons_render_as_text(tmp_path: Path) ->
             )
             await expect(view.page.locator("#job-summary")).to_contain_text(HOSTILE_REASON)
             await expect(view.page.locator("#subjobs td.error")).to_have_text(
-                f"Ecs.0001 — {HOSTILE_REASON} — {HOSTILE_REASON}"
+                f"Ecs.0001 — {HOSTILE_REASON}"
             )
             await expect(view.page.locator("#subjobs td.entities")).to_contain_text(HOSTILE)
 

@@ -365,7 +365,8 @@ function subJobRow(sub) {
   const entities = Object.assign({}, sub.entities || {});
   const message = entities.errorcode_message;
   delete entities.errorcode_message;
-  const error = [sub.error_code, sub.fail_reason, message].filter((part) => part).join(" — ");
+  const parts = [sub.error_code, sub.fail_reason, message].filter((part) => part);
+  const error = [...new Set(parts)].join(" — ");
   return el(
     "tr",
     {},
