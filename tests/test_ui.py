@@ -32,6 +32,9 @@ needs_chromium = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None, reason="chromium is missing (make system-tools)"
 )
 expect = playwright_api.expect
+# A condition the page reaches, waited on with a deadline: generous, as the
+# browser shares the machine with the daemon and the rest of the suite.
+expect.set_options(timeout=15_000)
 
 
 # -- pure parts ---------------------------------------------------------------------
@@ -228,6 +231,31 @@ async def test_jobs_list_pages_with_the_cursor(tmp_path: Path) -> None:
         await expect(view.page.locator("#next-page")).to_have_count(0)
 
 
+@needs_chromium
+async def test_id_prefix_search_at_the_edges_of_the_id_alphabet(tmp_path: Path) -> None:
+    ids = ["-", "-x", "0", "A", "Z", "Z-", "Z-0", "Z0", "Za", "_", "a", "a-", "a-b", "a0", "z"]
+    expected = {
+        "-": {"-", "-x"},
+        "Z": {"Z", "Z-", "Z-0", "Z0", "Za"},
+        "Z-": {"Z-", "Z-0"},
+        "a-": {"a-", "a-b"},
+        "a": {"a", "a-", "a-b", "a0"},
+        "_": {"_"},
+        "z": {"z"},
+        "y": set(),
+    }
+    clock = Clock()
+    async with simulator(clock) as sim, running_daemon(tmp_path, sim) as api, browser() as view:
+        status, _, _ = await api.call("POST", "/v1/jobs", {"jobs": [{"job_id": i} for i in ids]})
+        assert status == 201
+        for prefix, matching in expected.items():
+            await view.page.goto(f"{api.url}/ui?q={prefix}")
+            await expect(view.page.locator("body")).to_have_attribute("data-refreshed", "1")
+            found = await rows(view).evaluate_all("rows => rows.map(r => r.dataset.jobId)")
+            assert set(found) == matching, prefix
+        assert view.errors == []
+
+
 @contextlib.asynccontextmanager
 async def hostile_upstream(job_id: str) -> AsyncIterator[str]:
     """An upstream answering FAIL for ``job_id`` with markup in every string."""
@@ -388,7 +416,7 @@ async def test_sinks_and_accounts_pages(tmp_path: Path) -> None:
         clock.now += 10
         await view.page.goto(f"{api.url}/ui/accounts")
         account = view.page.locator('#accounts tr[data-account="default"]')
-        await expect(account.locator("td.throttled")).not_to_have_text("no", timeout=15_000)
+        await expect(account.locator("td.throttled")).not_to_have_text("no")
         await expect(account.locator("td.last-poll")).to_have_text("throttled")
         await expect(account.locator("td.health")).to_have_text("reachable")
         await view.page.screenshot(path=tmp_path / "accounts.png")
@@ -471,7 +499,7 @@ async def test_dead_letters_are_listed_as_text_and_redelivered_with_the_token(
             await view.page.fill('input[name="token"]', TOKEN)
             await view.page.click('#login button[type="submit"]')
             letter = view.page.locator("#dead-letters tbody tr").first
-            await expect(letter.locator("td.error")).to_contain_text(HOSTILE, timeout=15_000)
+            await expect(letter.locator("td.error")).to_contain_text(HOSTILE)
             await expect(view.page.locator('#sinks tr[data-sink="hook"]')).to_be_visible()
             await view.page.screenshot(path=tmp_path / "dead-letters.png")
 
