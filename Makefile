@@ -62,6 +62,11 @@ system-tools:
 	    elif pgrep -x prometheus >/dev/null; then /etc/init.d/prometheus stop >/dev/null || true; fi; \
 	    ! pgrep -x prometheus >/dev/null || { echo "a prometheus server is still running"; exit 1; }; \
 	  else echo "promtool is missing: the alert-rule tests will be skipped (apt-get install prometheus)"; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is missing: the web view's browser tests will be skipped (apt-get install --no-install-recommends chromium)"; fi; }
 
 unit: $(STAMP) system-tools
 	$(BIN)/pytest

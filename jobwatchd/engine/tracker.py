@@ -342,6 +342,16 @@ class Tracker:
         """A page of tracked jobs, by id, after the ``after`` id; filtered by status and labels."""
         return await self.store.list_jobs(status=status, labels=labels, limit=limit, after=after)
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many tracked jobs have each status (one query)."""
+        return await self.store.count_by_status()
+
+    async def event_log_lag(self, position: int) -> tuple[int, float | None]:
+        """The event log's newest sequence number, and when the first event after
+        ``position`` was recorded (None when there is none): how far a reader at
+        ``position`` is behind."""
+        return await self.store.last_seq(), await self.store.recorded_at_after(position)
+
     async def delete(self, job_id: str) -> bool:
         """Stop tracking ``job_id``."""
         deleted = await self.store.delete_job(job_id)

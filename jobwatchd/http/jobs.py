@@ -33,6 +33,8 @@ from jobwatchd.validation import (
 log = get_logger("jobwatchd.api")
 
 MAX_WAIT_SECONDS = 3600.0
+TOKENLESS_ROUTE_PREFIX = "ui_shell"
+"""Routes whose name starts with this are served without the token."""
 MAX_LIST_LIMIT = 1000
 _REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,7 +129,7 @@ class Api:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.token is not None and request.path not in ("/healthz", "/readyz"):
+        if self.token is not None and not _tokenless(request):
             header = request.headers.get("Authorization", "")
             scheme, _, presented = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -318,6 +320,15 @@ class Api:
         if self._openapi is None:
             self._openapi = orjson.dumps(build_document(self.config, token=self.token is not None))
         return web.Response(body=self._openapi, content_type="application/json")
+
+
+def _tokenless(request: web.Request) -> bool:
+    """Health checks, and the web view's page shells and static files (routes
+    named ``ui_shell*``: they hold no data; the data they fetch needs the token)."""
+    if request.path in ("/healthz", "/readyz"):
+        return True
+    name = request.match_info.route.name
+    return name is not None and name.startswith(TOKENLESS_ROUTE_PREFIX)
 
 
 def _number_param(

@@ -9,6 +9,7 @@ from aiohttp import web
 from jobwatchd.http.deadletters import DeadLetterHandlers
 from jobwatchd.http.events import EventHub
 from jobwatchd.http.jobs import Api
+from jobwatchd.http.ui import WebUi
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -22,7 +23,8 @@ def build_app(
     """The application: ``jobs``' middlewares in front of every route below.
 
     ``metrics`` renders the Prometheus text; the event streams end (reason
-    ``shutdown``) when the application shuts down.
+    ``shutdown``) when the application shuts down. ``/ui`` is the read-only web
+    view over these routes (jobwatchd/http/ui).
     """
 
     async def metrics_handler(request: web.Request) -> web.Response:
@@ -42,6 +44,7 @@ def build_app(
             web.get("/readyz", jobs.readyz),
             web.get("/metrics", metrics_handler),
             web.get("/openapi.json", jobs.openapi),
+            *WebUi(jobs).routes(),
         ]
     )
     app.on_shutdown.append(events.close)
