@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 # The unit-file tests need systemd-analyze, the PostgreSQL store's tests a real
-# server (tests/pg.py starts a throwaway one with initdb, which Debian keeps in
+# server (tests/helpers/pg.py starts a throwaway one with initdb, which Debian keeps in
 # /usr/lib/postgresql/<version>/bin), the system test (tests/system/) boots the
 # unit in a systemd-nspawn container over a rootfs built with mmdebstrap;
 # install what is missing (as root, on Debian-like systems, as CI runs).

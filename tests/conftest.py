@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from jobwatchd.store import Store
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
 from tests.helpers import pg
+from tests.helpers.config import write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.servers import RunningSimulator, simulator_in_thread
 
@@ -89,3 +91,27 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProcess]]:
     yield make
     for daemon in made:
         daemon.reap()
+
+
+@pytest.fixture
+def start_daemon(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> Callable[..., DaemonProcess]:
+    """Start a daemon subprocess polling the threaded simulator: its config
+    ``tmp_path/c.toml`` from :func:`~tests.helpers.config.write_config` with the
+    given options, its state in ``tmp_path/state``."""
+
+    def start(**options: Any) -> DaemonProcess:
+        config = write_config(
+            tmp_path / "c.toml",
+            endpoint=threaded_simulator.url,
+            state_dir=tmp_path / "state",
+            **options,
+        )
+        daemon = daemon_factory(config)
+        daemon.start()
+        return daemon
+
+    return start

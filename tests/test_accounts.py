@@ -5,16 +5,11 @@ in any output."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ssl
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +17,8 @@ import pytest
 import tomli_w
 import trustme
 
-from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
+from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator
+from tests.helpers.cli import cli
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import (
     TERMINAL_STATUSES,
@@ -33,6 +29,7 @@ from tests.helpers.events import (
     read_events,
 )
 from tests.helpers.http import http
+from tests.helpers.servers import simulator_in_thread
 from tests.helpers.waiting import wait_until
 
 SECOND_PROJECT = "second-project-0002"
@@ -43,35 +40,6 @@ AK_ENV, SK_ENV = "AKENVACCOUNT00002", "sk-env-Yt42-never-logged"
 SECURITY_TOKEN = "st-file-8Hc-temporary-never-logged"
 SECURITY_TOKEN_ENV = "st-env-3Kd-temporary-never-logged"
 PASSWORD = "pw-iam-Lr6-never-logged"
-
-
-@contextlib.contextmanager
-def serving(sim: Simulator, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
-    """``sim`` on 127.0.0.1 in its own thread and loop; yields its base URL."""
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        runner, port = loop.run_until_complete(
-            start_simulator(sim, "127.0.0.1", 0, ssl_context=ssl_context)
-        )
-        started.update(runner=runner, port=port)
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="simulator", daemon=True)
-    thread.start()
-    assert ready.wait(timeout=10), "simulator did not start"
-    scheme = "https" if ssl_context is not None else "http"
-    try:
-        yield f"{scheme}://127.0.0.1:{started['port']}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
 
 
 def secret_file(path: Path, content: str) -> str:
@@ -165,14 +133,14 @@ def test_aksk_accounts_over_https_with_ca_file_and_registration_routing(
     monkeypatch.setenv("HUAWEICLOUD_SDK_AK", AK_ENV)
     monkeypatch.setenv("HUAWEICLOUD_SDK_SK", SK_ENV)
     monkeypatch.setenv("HUAWEICLOUD_SDK_SECURITY_TOKEN", SECURITY_TOKEN_ENV)
-    with serving(sim, context) as url:
+    with simulator_in_thread(sim, ssl_context=context) as cloud:
         config = write_accounts_config(
             tmp_path / "c.toml",
             tmp_path / "state",
             [
                 {
                     "name": "files",
-                    "endpoint": url,
+                    "endpoint": cloud.url,
                     "project_id": DEFAULT_PROJECT_ID,
                     "auth": "aksk",
                     "ak_file": secret_file(tmp_path / "ak", AK),
@@ -182,7 +150,7 @@ def test_aksk_accounts_over_https_with_ca_file_and_registration_routing(
                 },
                 {
                     "name": "env",
-                    "endpoint": url,
+                    "endpoint": cloud.url,
                     "project_id": SECOND_PROJECT,
                     "auth": "aksk",
                     "ca_file": str(ca_file),
@@ -228,17 +196,17 @@ def test_iam_tokens_expire_during_the_run_without_a_failed_poll(
     """IAM tokens living 3 s, jobs running 4-7 s: the daemon refreshes ahead of
     expiry, so not one poll is refused."""
     sim = Simulator(speed=100, seed=22, iam_users={(DOMAIN, USER): PASSWORD}, token_lifetime=3.0)
-    with serving(sim) as url:
+    with simulator_in_thread(sim) as cloud:
         config = write_accounts_config(
             tmp_path / "c.toml",
             tmp_path / "state",
             [
                 {
                     "name": "iam",
-                    "endpoint": url,
+                    "endpoint": cloud.url,
                     "project_id": DEFAULT_PROJECT_ID,
                     "auth": "iam-password",
-                    "iam_endpoint": url,
+                    "iam_endpoint": cloud.url,
                     "domain": DOMAIN,
                     "user": USER,
                     "password_file": secret_file(tmp_path / "password", PASSWORD),
@@ -281,13 +249,23 @@ def test_a_throttled_account_pauses_alone(
     sim = Simulator(speed=100, seed=23)
     sim.faults.retry_after = 5.0
     sim.throttle_project(SECOND_PROJECT, status=403)
-    with serving(sim) as url:
+    with simulator_in_thread(sim) as cloud:
         config = write_accounts_config(
             tmp_path / "c.toml",
             tmp_path / "state",
             [
-                {"name": "calm", "endpoint": url, "project_id": DEFAULT_PROJECT_ID, "auth": "none"},
-                {"name": "busy", "endpoint": url, "project_id": SECOND_PROJECT, "auth": "none"},
+                {
+                    "name": "calm",
+                    "endpoint": cloud.url,
+                    "project_id": DEFAULT_PROJECT_ID,
+                    "auth": "none",
+                },
+                {
+                    "name": "busy",
+                    "endpoint": cloud.url,
+                    "project_id": SECOND_PROJECT,
+                    "auth": "none",
+                },
             ],
         )
         daemon = daemon_factory(config)
@@ -366,12 +344,12 @@ def test_no_secret_appears_in_any_output(
     )
     secrets = [SK, SECURITY_TOKEN, bad_sk, PASSWORD, bad_password, static_token]
     projects = [f"project-{n}" for n in range(5)]
-    with serving(sim) as url:
+    with simulator_in_thread(sim) as cloud:
 
         def account(name: str, project: str, auth: str, **more: str) -> dict[str, Any]:
-            return {"name": name, "endpoint": url, "project_id": project, "auth": auth} | more
+            return {"name": name, "endpoint": cloud.url, "project_id": project, "auth": auth} | more
 
-        iam = {"iam_endpoint": url, "domain": DOMAIN, "user": USER}
+        iam = {"iam_endpoint": cloud.url, "domain": DOMAIN, "user": USER}
         config = write_accounts_config(
             tmp_path / "c.toml",
             tmp_path / "state",
@@ -444,13 +422,7 @@ def test_no_secret_appears_in_any_output(
         assert daemon.stop() == 0
         outputs.append(daemon.log_path.read_text())
 
-    checked = subprocess.run(
-        [sys.executable, "-m", "jobwatchd", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    checked = cli("check-config", "-c", str(config), timeout=30)
     assert checked.returncode == 0, checked.stderr
     assert str(tmp_path / "sk") in checked.stdout  # secrets are shown by path
     outputs += [checked.stdout, checked.stderr]
@@ -473,11 +445,18 @@ def test_error_matrix_end_to_end(
     them, none is a transition, and only a lasting 404 ends the job."""
     sim = Simulator(speed=100, seed=25)
     sim.faults.retry_after = 0.2  # Retry-After: 1
-    with serving(sim) as url:
+    with simulator_in_thread(sim) as cloud:
         config = write_accounts_config(
             tmp_path / "c.toml",
             tmp_path / "state",
-            [{"name": "main", "endpoint": url, "project_id": DEFAULT_PROJECT_ID, "auth": "none"}],
+            [
+                {
+                    "name": "main",
+                    "endpoint": cloud.url,
+                    "project_id": DEFAULT_PROJECT_ID,
+                    "auth": "none",
+                }
+            ],
         )
         daemon = daemon_factory(config)
         daemon.start()

@@ -5,66 +5,18 @@ Bad input must get a clear problem+json naming the field, and store nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
-from jobwatchd.config import load_config
-from jobwatchd.daemon import Daemon
-from tests.helpers.config import write_config
+from tests.helpers.daemon import InProcessDaemon as Api
+from tests.helpers.daemon import running_daemon
+from tests.helpers.http import PROBLEM
 from tests.helpers.servers import RunningSimulator
-
-PROBLEM = "application/problem+json"
-
-
-@dataclass
-class Api:
-    daemon: Daemon
-    session: aiohttp.ClientSession
-    url: str
-    sim: RunningSimulator
-
-    async def call(
-        self, method: str, path: str, body: Any = None, raw: bytes | None = None
-    ) -> tuple[int, Any, str]:
-        payload = raw if raw is not None else (None if body is None else orjson.dumps(body))
-        data = None if payload is None else io.BytesIO(payload)
-        async with self.session.request(method, self.url + path, data=data) as resp:
-            content = await resp.read()
-            return resp.status, (orjson.loads(content) if content else None), resp.content_type
-
-
-@contextlib.asynccontextmanager
-async def running_daemon(
-    tmp_path: Path, sim: RunningSimulator, extra: str = "", extra_api: str = ""
-) -> AsyncIterator[Api]:
-    config_path = write_config(
-        tmp_path / "c.toml",
-        endpoint=sim.url,
-        state_dir=tmp_path / "state",
-        extra=extra,
-        extra_api=extra_api,
-        sinks='[[sinks]]\ntype = "file"\npath = "events.jsonl"\n',
-    )
-    daemon = Daemon(load_config(config_path))
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(10):
-            await daemon.ready.wait()
-        async with aiohttp.ClientSession() as session:
-            yield Api(daemon, session, f"http://{daemon.address}", sim)
-    finally:
-        daemon.stop_requested.set()
-        assert await asyncio.wait_for(task, 20) == 0
 
 
 @pytest.fixture
@@ -249,37 +201,16 @@ async def test_health_and_readiness(api: Api) -> None:
 
 
 async def test_bearer_token_when_configured(tmp_path: Path, simulator: RunningSimulator) -> None:
-    token_file = tmp_path / "api-token"
-    token_file.write_text("s3cret-token\n")
-    token_file.chmod(0o600)
-    path = write_config(
-        tmp_path / "t.toml",
-        endpoint=simulator.url,
-        state_dir=tmp_path / "state2",
-        listen="127.0.0.1:0",
-    )
-    text = path.read_text().replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n')
-    path.write_text(text)
-    daemon = Daemon(load_config(path))
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(10):
-            await daemon.ready.wait()
-        url = f"http://{daemon.address}"
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{url}/v1/jobs") as resp:
-                assert resp.status == 401
-                assert resp.content_type == PROBLEM
-            async with session.get(
-                f"{url}/v1/jobs", headers={"Authorization": "Bearer wrong"}
-            ) as resp:
-                assert resp.status == 401
-            async with session.get(
-                f"{url}/v1/jobs", headers={"Authorization": "Bearer s3cret-token"}
-            ) as resp:
-                assert resp.status == 200
-            async with session.get(f"{url}/healthz") as resp:
-                assert resp.status == 200
-    finally:
-        daemon.stop_requested.set()
-        assert await asyncio.wait_for(task, 20) == 0
+    async with running_daemon(tmp_path, simulator, token="s3cret-token") as running:
+        url, session = running.url, running.session
+        async with session.get(f"{url}/v1/jobs") as resp:
+            assert resp.status == 401
+            assert resp.content_type == PROBLEM
+        async with session.get(f"{url}/v1/jobs", headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 401
+        async with session.get(
+            f"{url}/v1/jobs", headers={"Authorization": "Bearer s3cret-token"}
+        ) as resp:
+            assert resp.status == 200
+        async with session.get(f"{url}/healthz") as resp:
+            assert resp.status == 200

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,38 +10,14 @@ import pytest
 
 from jobwatchd.store.postgresql import MIGRATIONS as POSTGRES_MIGRATIONS
 from jobwatchd.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
-from tests.helpers.config import write_config
+from tests.helpers.cli import cli
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.servers import RunningSimulator
 
-JOBWATCHD = [sys.executable, "-m", "jobwatchd"]
-
-
-def cli(
-    *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*JOBWATCHD, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
 
 @pytest.fixture
-def daemon(
-    tmp_path: Path,
-    threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
-) -> DaemonProcess:
-    config = write_config(
-        tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=tmp_path / "state"
-    )
-    running = daemon_factory(config)
-    running.start()
-    return running
+def daemon(start_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    return start_daemon()
 
 
 def test_register_and_wait_exit_codes(

@@ -14,7 +14,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import tempfile
 import termios
 import threading
@@ -24,28 +23,22 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers.config import write_config
+from tests.helpers.cli import INSTALLED
+from tests.helpers.cli import cli as run_cli
+from tests.helpers.config import write_config, write_token
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import read_events
 from tests.helpers.servers import RunningSimulator
 from tests.helpers.waiting import wait_until
 
-SCRIPT = Path(sys.executable).with_name("jobwatchd")
-JOBWATCHD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "jobwatchd"]
+JOBWATCHD = INSTALLED
 TOKEN = "unix-socket-token-42"
 
 
 def cli(
     *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*JOBWATCHD, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    return run_cli(*args, timeout=timeout, env=env, command=JOBWATCHD)
 
 
 class Lines:
@@ -135,17 +128,13 @@ def short_dir() -> Iterator[Path]:
 def make_config(
     tmp_path: Path, endpoint: str, listen: str, token: bool = False, name: str = "c.toml"
 ) -> Path:
-    config = write_config(
-        tmp_path / name, endpoint=endpoint, state_dir=tmp_path / "state", listen=listen
+    return write_config(
+        tmp_path / name,
+        endpoint=endpoint,
+        state_dir=tmp_path / "state",
+        listen=listen,
+        token_file=write_token(tmp_path / "api-token", TOKEN) if token else None,
     )
-    if token:
-        token_file = tmp_path / "api-token"
-        token_file.write_text(TOKEN + "\n")
-        token_file.chmod(0o600)
-        config.write_text(
-            config.read_text().replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n')
-        )
-    return config
 
 
 def unix_request(path: Path, target: str, token: str | None = None) -> int:

@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator
-from tests.helpers.config import write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import all_terminal, assert_chain_consistent, job_chains, read_events
 from tests.helpers.http import http
@@ -97,14 +96,12 @@ def check_events_against_simulator(
 def test_batch_of_100_jobs_arrives_in_order(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     jobs = create_jobs(sim, 100, random.Random(1), duration=(40, 120))
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     register_batch(daemon, list(jobs))
     wait_until(lambda: all_terminal(daemon, list(jobs)), timeout=60, what="all jobs terminal")
     events_path = state / "events.jsonl"
@@ -134,14 +131,12 @@ def test_batch_of_100_jobs_arrives_in_order(
 def test_kill_9_mid_run_loses_nothing(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     jobs = create_jobs(sim, 60, random.Random(2), duration=(150, 400))
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     register_batch(daemon, list(jobs))
     events_path = state / "events.jsonl"
     wait_until(lambda: len(read_events(events_path)) >= 40, timeout=30, what="some events")
@@ -170,7 +165,7 @@ def test_kill_9_mid_run_loses_nothing(
 def test_faulty_upstream_changes_nothing_but_pace(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     jobs = create_jobs(sim, 20, random.Random(3), duration=(30, 80))
@@ -179,9 +174,7 @@ def test_faulty_upstream_changes_nothing_but_pace(
     sim.faults.retry_after = 0.2  # rounded up to a whole second on the wire
     sim.faults.malformed = 0.05
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     register_batch(daemon, list(jobs))
     wait_until(lambda: all_terminal(daemon, list(jobs)), timeout=120, what="all jobs terminal")
     status, _, _ = http("GET", f"{daemon.url}/readyz")
@@ -204,7 +197,7 @@ def test_faulty_upstream_changes_nothing_but_pace(
 def test_daemon_decided_terminal_statuses(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
     registration: dict[str, Any] | str | None,
     expected: str,
 ) -> None:
@@ -216,9 +209,7 @@ def test_daemon_decided_terminal_statuses(
         registration = {"job_id": threaded_simulator.sim.create_job("createServer")}
     assert isinstance(registration, dict)
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     status, _, _ = http("POST", f"{daemon.url}/v1/jobs", registration)
     assert status == 201
     job_id = registration["job_id"]
@@ -245,13 +236,11 @@ def test_daemon_decided_terminal_statuses(
 def test_sighup_reopens_the_file_sink_for_logrotate(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     events_path = state / "events.jsonl"
     before = sim.create_job("resizeServer", duration=20)
     http("POST", f"{daemon.url}/v1/jobs", {"job_id": before})
@@ -277,17 +266,10 @@ def test_sighup_reopens_the_file_sink_for_logrotate(
 def test_terminal_jobs_are_purged_after_retention(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     state = tmp_path / "state"
-    config = write_config(
-        tmp_path / "c.toml",
-        endpoint=threaded_simulator.url,
-        state_dir=state,
-        extra_polling='retention = "1s"',
-    )
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon(extra_polling='retention = "1s"')
     job_id = threaded_simulator.sim.create_job("resizeServer", duration=20)
     http("POST", f"{daemon.url}/v1/jobs", {"job_id": job_id})
     status, job, _ = http("GET", f"{daemon.url}/v1/jobs/{job_id}?wait=20")

@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from jobwatchd.config import redact_url
 from jobwatchd.safetext import printable, terminal_json
+from tests.helpers.servers import app_in_thread
 
 JOBWATCHD = [sys.executable, "-m", "jobwatchd"]
 
@@ -208,30 +208,8 @@ def hostile_daemon() -> Iterator[StandIn]:
     app.router.add_post("/v1/jobs", _register)
     app.router.add_delete("/v1/jobs/{job_id}", _cancel)
     app.router.add_post("/v1/dead-letters/redeliver", _redeliver)
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        runner = web.AppRunner(app, handler_cancellation=True)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        started.update(runner=runner, port=runner.addresses[0][1])
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="hostile-daemon", daemon=True)
-    thread.start()
-    assert ready.wait(timeout=10), "stand-in daemon did not start"
-    try:
-        yield StandIn(f"127.0.0.1:{started['port']}")
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+    with app_in_thread(app, name="hostile-daemon", handler_cancellation=True) as port:
+        yield StandIn(f"127.0.0.1:{port}")
 
 
 # -- running the CLI ----------------------------------------------------------------

@@ -22,6 +22,7 @@ import pytest
 from jobwatchd.models import NewJob
 from jobwatchd.store.sqlite import SQLiteStore
 from tests.helpers import pg
+from tests.helpers.cli import cli
 from tests.helpers.config import write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import read_events
@@ -131,14 +132,8 @@ def test_a_store_write_failing_during_a_poll_is_visible_and_recovers(
 
 
 def _start_failure(tmp_path: Path, config: Path) -> tuple[int, str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "jobwatchd", "run", "-c", str(config)],
-        capture_output=True,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
-    return result.returncode, result.stderr.decode()
+    result = cli("run", "-c", str(config), cwd=tmp_path)
+    return result.returncode, result.stderr
 
 
 def _garbage_db(state: Path) -> None:
@@ -359,19 +354,12 @@ async def test_sqlite_reads_are_not_queued_behind_a_waiting_write(tmp_path: Path
 def test_a_postgresql_outage_under_a_fleet_daemon_is_waited_out(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     with pg.postgres_server() as server:
         dsn = server.dsn(server.create_database())
         state = tmp_path / "state"
-        config = write_config(
-            tmp_path / "c.toml",
-            endpoint=threaded_simulator.url,
-            state_dir=state,
-            extra_daemon=f'store = "{dsn}"\nlease = "2s"\n',
-        )
-        daemon = daemon_factory(config)
-        daemon.start()
+        daemon = start_daemon(extra_daemon=f'store = "{dsn}"\nlease = "2s"\n')
         before = threaded_simulator.sim.create_job("createServer", count=1, duration=200)
         assert http("POST", f"{daemon.url}/v1/jobs", {"job_id": before})[0] == 201
         wait_until(lambda: _job(daemon, before)["history"], timeout=20, what="first observation")

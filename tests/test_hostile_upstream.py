@@ -45,6 +45,7 @@ from jobwatchd.outcome import (
 from jobwatchd.sinks import Delivery, SinkContext
 from jobwatchd.sinks.webhook import WebhookOptions, WebhookSink, scrub_answer
 from jobwatchd.statemachine import Snapshot, observe
+from tests.helpers.config import LOG_SINK, write_config
 from tests.helpers.hostile_upstream import Hostile, serve_in_thread
 from tests.helpers.waiting import wait_until
 
@@ -331,36 +332,16 @@ def upstream_thread() -> Iterator[Hostile]:
         yield hostile
 
 
-def _config(path: Path, endpoint: str, state_dir: Path) -> Path:
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{state_dir}"
-
-[api]
-listen = "127.0.0.1:0"
-
-[[accounts]]
-name = "default"
-endpoint = "{endpoint}"
-project_id = "{PROJECT}"
-auth = "none"
-rate_limit = 2000
-request_timeout = "2s"
-max_sub_jobs = 100
-
-[polling]
-initial_delay = "50ms"
-min_interval = "100ms"
-max_interval = "300ms"
-multiplier = 1.5
-not_found_grace = "1s"
-
-[[sinks]]
-type = "log"
-"""
+def _config(path: Path, endpoint: str, state_dir: Path, max_interval: str = "300ms") -> Path:
+    return write_config(
+        path,
+        endpoint=endpoint,
+        state_dir=state_dir,
+        project_id=PROJECT,
+        extra_account="max_sub_jobs = 100",
+        max_interval=max_interval,
+        sinks=LOG_SINK,
     )
-    return path
 
 
 def _get(url: str) -> Any:
@@ -481,8 +462,9 @@ def test_a_job_pending_payment_is_polled_at_the_slowest_interval(
 ) -> None:
     sim = threaded_simulator.sim
     prepaid = sim.create_job("createServer", count=1, payment=5 * 86400.0)
-    config = _config(tmp_path / "pay.toml", threaded_simulator.url, tmp_path / "state")
-    config.write_text(config.read_text().replace('max_interval = "300ms"', 'max_interval = "30s"'))
+    config = _config(
+        tmp_path / "pay.toml", threaded_simulator.url, tmp_path / "state", max_interval="30s"
+    )
     daemon = daemon_factory(config)
     daemon.start()
     _register(daemon.url, [prepaid])

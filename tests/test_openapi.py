@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import re
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +61,9 @@ from jobwatchd.http.openapi import build_document
 from jobwatchd.http.server import BoundedRunner
 from jobwatchd.sinks import deadletters
 from jobwatchd.validation import is_valid_id
-from tests.helpers.config import write_config
-from tests.helpers.daemon import DaemonProcess
-from tests.helpers.servers import RunningSimulator
+from tests.helpers.config import write_config, write_token
+from tests.helpers.daemon import DaemonProcess, running_daemon
+from tests.helpers.servers import RunningSimulator, app_in_thread
 from tests.helpers.waiting import wait_until
 
 TOKEN = "fuzz-token-0123456789"
@@ -202,45 +201,15 @@ class CapturingRunner(BoundedRunner):
         super().__init__(app, **kwargs)
 
 
-@contextlib.asynccontextmanager
-async def token_daemon(
-    tmp_path: Path, sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Daemon, web.Application]]:
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    config_path = write_config(
-        tmp_path / "c.toml",
-        endpoint=sim.url,
-        state_dir=tmp_path / "state",
-        sinks='[[sinks]]\ntype = "file"\npath = "events.jsonl"\n',
-    )
-    config_path.write_text(
-        config_path.read_text().replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n')
-    )
-    CapturingRunner.apps.clear()
-    # what the daemon builds its runner with
-    monkeypatch.setattr(daemon_module, "BoundedRunner", CapturingRunner)
-    daemon = Daemon(load_config(config_path))
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(10):
-            await daemon.ready.wait()
-        (app,) = CapturingRunner.apps
-        yield daemon, app
-    finally:
-        daemon.stop_requested.set()
-        assert await asyncio.wait_for(task, 20) == 0
-
-
 async def test_every_route_is_documented_and_every_response_validates(
     tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with (
-        token_daemon(tmp_path, simulator, monkeypatch) as (daemon, app),
-        aiohttp.ClientSession() as session,
-    ):
-        base = f"http://{daemon.address}"
+    CapturingRunner.apps.clear()
+    # what the daemon builds its runner with
+    monkeypatch.setattr(daemon_module, "BoundedRunner", CapturingRunner)
+    async with running_daemon(tmp_path, simulator, token=TOKEN) as running:
+        daemon, session, base = running.daemon, running.session, running.url
+        (app,) = CapturingRunner.apps
         async with session.get(
             f"{base}/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}
         ) as resp:
@@ -398,35 +367,6 @@ class Recorder:
             return list(self.paths)
 
 
-@contextlib.contextmanager
-def serve_in_thread(app: web.Application) -> Iterator[int]:
-    """``app`` on 127.0.0.1 in its own thread and loop; yields the port."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    started = threading.Event()
-    port: list[int] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port.append(runner.addresses[0][1])
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="upstream", daemon=True)
-    thread.start()
-    assert started.wait(10), "upstream did not start"
-    try:
-        yield port[0]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
 @dataclass
 class Live:
     url: str
@@ -441,17 +381,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     recorder = Recorder()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    with serve_in_thread(app) as port:
-        token_file = tmp / "token"
-        token_file.write_text(TOKEN)
-        token_file.chmod(0o600)
+    with app_in_thread(app, name="upstream", access_log=None) as port:
         config = write_config(
-            tmp / "c.toml", endpoint=f"http://127.0.0.1:{port}", state_dir=tmp / "state"
-        )
-        config.write_text(
-            config.read_text()
-            .replace("[api]\n", f'[api]\ntoken_file = "{token_file}"\n')
-            .replace('not_found_grace = "1s"', 'not_found_grace = "200ms"')
+            tmp / "c.toml",
+            endpoint=f"http://127.0.0.1:{port}",
+            state_dir=tmp / "state",
+            token_file=write_token(tmp / "token", TOKEN),
+            not_found_grace="200ms",
         )
         daemon = DaemonProcess(config, tmp)
         daemon.start()

@@ -23,7 +23,7 @@ from jobwatchd.config import parse_duration
 from jobwatchd.daemon import DRAIN_TIMEOUT
 from jobwatchd.systemd import Notifier, notify_message, watchdog_interval
 from tests.helpers import REPO
-from tests.helpers.config import write_config
+from tests.helpers.config import DEFAULT_SINKS, write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import all_terminal, read_events
 from tests.helpers.http import http
@@ -235,25 +235,27 @@ def test_sd_notify_lifecycle(
 def test_reload_applies_a_new_sink_and_polling_settings_while_jobs_run(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
+    config = daemon.config
     jobs = [sim.create_job("createServer", count=2, duration=300) for _ in range(10)]
     http("POST", f"{daemon.url}/v1/jobs", {"jobs": [{"job_id": j} for j in jobs]})
     wait_until(lambda: len(read_events(state / "events.jsonl")) >= 10, timeout=20)
 
-    text = config.read_text().replace("concurrency = 32", "concurrency = 8")
-    text += (
-        '\n[[sinks]]\nname = "terminal"\ntype = "file"\npath = "terminal.jsonl"\n'
-        "terminal_only = true\n"
-        f'\n[[accounts]]\nname = "other"\nendpoint = "{threaded_simulator.url}"\n'
-        'project_id = "otherproject"\nauth = "none"\n'
+    write_config(
+        config,
+        endpoint=threaded_simulator.url,
+        state_dir=state,
+        concurrency=8,
+        sinks=DEFAULT_SINKS
+        + '\n[[sinks]]\nname = "terminal"\ntype = "file"\npath = "terminal.jsonl"\n'
+        "terminal_only = true\n",
+        extra=f'\n[[accounts]]\nname = "other"\nendpoint = "{threaded_simulator.url}"\n'
+        'project_id = "otherproject"\nauth = "none"\n',
     )
-    config.write_text(text)
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: any(r.get("event") == "config.reloaded" for r in daemon.log_records()))
@@ -278,13 +280,12 @@ def test_reload_applies_a_new_sink_and_polling_settings_while_jobs_run(
 def test_invalid_config_on_reload_keeps_the_running_one(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
-    config.write_text(config.read_text().replace('min_interval = "100ms"', 'min_interval = "soon"'))
+    daemon = start_daemon()
+    config = daemon.config
+    write_config(config, endpoint=threaded_simulator.url, state_dir=state, min_interval="soon")
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
     rejected = wait_until(
@@ -306,14 +307,12 @@ def test_invalid_config_on_reload_keeps_the_running_one(
 def test_sigterm_drains_in_flight_polls_and_loses_nothing(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     sim.faults.latency = 1.0  # every poll is in flight for a second
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     jobs = [sim.create_job("createServer", count=2, duration=150) for _ in range(12)]
     http("POST", f"{daemon.url}/v1/jobs", {"jobs": [{"job_id": j} for j in jobs]})
     wait_until(lambda: http("GET", f"{daemon.url}/readyz")[1]["polls_in_flight"] > 0, timeout=20)
@@ -360,13 +359,11 @@ def scrape(daemon: DaemonProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]
 def test_metrics_agree_with_what_happened(
     tmp_path: Path,
     threaded_simulator: RunningSimulator,
-    daemon_factory: Callable[[Path], DaemonProcess],
+    start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     sim = threaded_simulator.sim
     state = tmp_path / "state"
-    config = write_config(tmp_path / "c.toml", endpoint=threaded_simulator.url, state_dir=state)
-    daemon = daemon_factory(config)
-    daemon.start()
+    daemon = start_daemon()
     good = [sim.create_job("createServer", count=2, duration=40) for _ in range(5)]
     bad = [sim.create_job("deleteServer", count=1, fail=True, duration=40) for _ in range(3)]
     http("POST", f"{daemon.url}/v1/jobs", {"jobs": [{"job_id": j} for j in good + bad]})

@@ -24,24 +24,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobwatchd.client import SseMessage, SseParser
-from jobwatchd.config import load_config
 from jobwatchd.daemon import Daemon
 from jobwatchd.http.events import CLOSED_EVENT, EventHub, StreamSettings
 from jobwatchd.models import JOB_TRANSITION, SUBJOB_TRANSITION, NewEvent, NewJob, StoredEvent
 from jobwatchd.store.sqlite import SQLiteStore
-from tests.helpers.config import write_config
+from tests.helpers.daemon import InProcessDaemon, running_daemon
+from tests.helpers.http import PROBLEM
 from tests.helpers.servers import RunningSimulator
 from tests.helpers.waiting import async_wait_until
 
-PROBLEM = "application/problem+json"
 
-
-@dataclass
-class Served:
-    daemon: Daemon
-    session: aiohttp.ClientSession
-    url: str
-    sim: RunningSimulator
+class Served(InProcessDaemon):
+    """The in-process daemon, with what the stream tests ask of it."""
 
     @property
     def hub(self) -> EventHub:
@@ -77,24 +71,13 @@ async def serving(
     tmp_path: Path, sim: RunningSimulator, stream: StreamSettings | None = None
 ) -> AsyncIterator[Served]:
     """An in-process daemon on 127.0.0.1 (its state in ``tmp_path/state``)."""
-    config_path = write_config(
-        tmp_path / "c.toml",
-        endpoint=sim.url,
-        state_dir=tmp_path / "state",
-        sinks='[[sinks]]\ntype = "file"\npath = "events.jsonl"\n',
-    )
-    daemon = Daemon(load_config(config_path))
-    if stream is not None:
-        daemon.stream_hub.settings = stream
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(10):
-            await daemon.ready.wait()
-        async with aiohttp.ClientSession() as session:
-            yield Served(daemon, session, f"http://{daemon.address}", sim)
-    finally:
-        daemon.stop_requested.set()
-        assert await asyncio.wait_for(task, 20) == 0
+
+    def prepare(daemon: Daemon) -> None:
+        if stream is not None:
+            daemon.stream_hub.settings = stream
+
+    async with running_daemon(tmp_path, sim, prepare=prepare) as running:
+        yield Served(running.daemon, running.session, running.url, running.sim)
 
 
 @dataclass

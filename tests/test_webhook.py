@@ -17,8 +17,6 @@ import random
 import socket
 import sqlite3
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -44,11 +42,12 @@ from jobwatchd.sinks import SinkContext
 from jobwatchd.sinks.deadletters import DeadLetterStore
 from jobwatchd.sinks.webhook import BATCH_CONTENT_TYPE, CONTENT_TYPE, WebhookOptions, WebhookSink
 from jobwatchd.store.sqlite import SQLiteStore
+from tests.helpers.cli import cli as run_cli
 from tests.helpers.config import write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import all_terminal, read_events
 from tests.helpers.http import http
-from tests.helpers.servers import RunningSimulator
+from tests.helpers.servers import RunningSimulator, port_of, serve_app, started_in_thread
 from tests.helpers.waiting import async_wait_until, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"jobwatchd-test-signing-key-0001").decode()
@@ -125,11 +124,8 @@ class Receiver:
     async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_post("/hook/{token}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        bound = self._runner.addresses[0][1]
+        self._runner = await serve_app(app, port, access_log=None)
+        bound = port_of(self._runner)
         self.url = f"http://127.0.0.1:{bound}/hook/url-token-s3cr3t?key=query-s3cr3t"
         return self.url
 
@@ -169,26 +165,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 def threaded_receiver() -> Iterator[Receiver]:
     """A receiver on its own thread and loop, for tests that block on a subprocess."""
-    running = Receiver()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(running.start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(running.stop())
-        loop.close()
-
-    thread = threading.Thread(target=serve, name="receiver", daemon=True)
-    thread.start()
-    assert ready.wait(timeout=10), "receiver did not start"
-    try:
+    with started_in_thread(Receiver(), Receiver.start, Receiver.stop, name="receiver") as running:
         yield running
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
 
 
 # -- in-process: a runner over a real store -------------------------------------------
@@ -720,13 +698,7 @@ def test_kill_9_during_an_outage_then_recovery_delivers_everything(
 
 def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     assert daemon.address is not None
-    return subprocess.run(
-        [sys.executable, "-m", "jobwatchd", *args, "--api", daemon.address],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(*args, "--api", daemon.address)
 
 
 def test_rejected_events_are_dead_lettered_and_redeliver_sends_them(

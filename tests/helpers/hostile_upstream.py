@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.helpers.servers import in_thread
+from tests.helpers.servers import port_of, serve_app, started_in_thread
 
 MiB = 1024 * 1024
 
@@ -88,13 +88,9 @@ class Hostile:
         self.url = await self._serve(app)
 
     async def _serve(self, app: web.Application) -> str:
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner = await serve_app(app, handle_signals=False)
         self._runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port_of(runner)}"
 
     async def close(self) -> None:
         """Stop both servers."""
@@ -237,11 +233,7 @@ class Hostile:
 @contextmanager
 def serve_in_thread() -> Iterator[Hostile]:
     """:class:`Hostile` on a thread with its own event loop (for daemon subprocesses)."""
-    hostile = Hostile()
-
-    async def start() -> Hostile:
-        await hostile.start()
-        return hostile
-
-    with in_thread(start, Hostile.close, name="hostile upstream") as running:
-        yield running
+    with started_in_thread(
+        Hostile(), Hostile.start, Hostile.close, name="hostile upstream"
+    ) as hostile:
+        yield hostile

@@ -60,11 +60,37 @@ def in_thread(
         thread.join(timeout)
 
 
-async def _serve_app(app: web.Application, **runner_options: Any) -> web.AppRunner:
+@contextmanager
+def started_in_thread(
+    server: T,
+    start: Callable[[T], Awaitable[object]],
+    stop: Callable[[T], Awaitable[object]],
+    *,
+    name: str,
+) -> Iterator[T]:
+    """``server`` started with ``start(server)`` on its own thread and loop,
+    stopped with ``stop(server)`` on exit."""
+
+    async def started() -> T:
+        await start(server)
+        return server
+
+    with in_thread(started, stop, name=name) as running:
+        yield running
+
+
+async def serve_app(app: web.Application, port: int = 0, **runner_options: Any) -> web.AppRunner:
+    """Serve ``app`` on ``port`` of 127.0.0.1 (a free one by default) in this event loop; the caller
+    stops it with ``await runner.cleanup()`` (see :func:`port_of`)."""
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner
+
+
+def port_of(runner: web.AppRunner) -> int:
+    """The port a runner from :func:`serve_app` is bound to."""
+    return int(runner.addresses[0][1])
 
 
 @contextmanager
@@ -72,9 +98,9 @@ def app_in_thread(app: web.Application, *, name: str, **runner_options: Any) -> 
     """``app`` on a free port of 127.0.0.1 on its own thread; yields the port.
     ``runner_options`` go to :class:`aiohttp.web.AppRunner`."""
     with in_thread(
-        lambda: _serve_app(app, **runner_options), web.AppRunner.cleanup, name=name
+        lambda: serve_app(app, **runner_options), web.AppRunner.cleanup, name=name
     ) as runner:
-        yield int(runner.addresses[0][1])
+        yield port_of(runner)
 
 
 @dataclass

@@ -8,6 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _check(predicate: Callable[[], Any], deadline: float, timeout: float, what: str) -> Any:
+    """``predicate()``; fails once it is still falsy past ``deadline``."""
+    value = predicate()
+    if not value and time.monotonic() > deadline:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+    return value
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = ""
 ) -> Any:
@@ -15,11 +23,8 @@ def wait_until(
     fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value:
+        if value := _check(predicate, deadline, timeout, what):
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
 
 
@@ -29,9 +34,6 @@ async def async_wait_until(
     """Like :func:`wait_until`, yielding to the event loop between checks."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value:
+        if value := _check(predicate, deadline, timeout, what):
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
