@@ -68,6 +68,9 @@ OUTAGES: Final = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A connection the server dropped in the middle of an operation can be left
+    # "in another operation"; the pool replaces it, the next call gets a new one.
+    asyncpg.exceptions.InternalClientError,
 )
 
 _P = ParamSpec("_P")
