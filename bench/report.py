@@ -1164,7 +1164,7 @@ def _s5(result: s5.Result, cores: int) -> list[str]:
         "",
         f"{p.jobs:,} running jobs (`createServer`, 2 sub-jobs each, running for a day) in",
         "one simulator (speed 1), as in scenario 1. The fleet's store is a throwaway",
-        f"PostgreSQL {result.postgres or '?'} on this machine (`tests/pg.py`: `initdb` into a",
+        f"PostgreSQL {result.postgres or '?'} on this machine (`tests/helpers/pg.py`: `initdb` into a",
         "temporary directory, fsync and synchronous commit off). For each of "
         f"{p.repeats} repeat(s),",
         "1 and then 3 instances (the order alternating) start on a fresh database with",
@@ -1299,7 +1299,7 @@ def write(run: Run, out: Path) -> Path:
         "```",
         "",
         "(`make bench` runs `python -m bench`; `--quick` is the one-minute smoke test",
-        "that CI runs through `tests/test_bench_quick.py`; `--only s5` runs one scenario",
+        "that CI runs through `tests/e2e/test_bench_quick.py`; `--only s5` runs one scenario",
         "and keeps the others' results.)",
         "",
         f"Mode: **{run.mode}**; started {run.started}; took {run.seconds / 60:.1f} min. The",

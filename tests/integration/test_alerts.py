@@ -21,11 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobwatchd.models import TERMINAL_STATUSES
 from jobwatchd.overdue import is_overdue, overdue_after
+from tests.helpers import REPO
 from tests.helpers.daemon import InProcessDaemon, running_daemon
 from tests.helpers.servers import RunningSimulator
 from tests.helpers.waiting import async_wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RULES = ROOT / "deploy" / "prometheus" / "jobwatchd-rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "jobwatchd-rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "jobwatchd-dashboard.json"

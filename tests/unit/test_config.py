@@ -36,8 +36,8 @@ from jobwatchd.config import (
 from jobwatchd.sinks.file import FileOptions
 from jobwatchd.sinks.log import LogOptions
 from jobwatchd.sinks.webhook import WebhookOptions, parse_webhook_secret
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "jobwatchd.example.toml"
 SIMULATE = REPO / "config" / "simulate.toml"
 ENV = {"HUAWEICLOUD_SDK_AK": "AKEXAMPLE", "HUAWEICLOUD_SDK_SK": "SKEXAMPLE"}

@@ -5,11 +5,12 @@ from another test module)."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+from tests.helpers import REPO
+
+TESTS = REPO / "tests"
 
 
 def _reaches_into_a_test(module: str) -> bool:

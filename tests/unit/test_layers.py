@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "jobwatchd"
+from tests.helpers import REPO
+
+PACKAGE = REPO / "jobwatchd"
 
 # Lowest first. A module may import from its own layer and the ones below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -62,7 +64,7 @@ def layer_of(module: str) -> int:
     for rank, (_, members) in enumerate(LAYERS):
         if name in members or top in members:
             return rank
-    raise AssertionError(f"{module} has no layer: add it to LAYERS in tests/test_layers.py")
+    raise AssertionError(f"{module} has no layer: add it to LAYERS in tests/unit/test_layers.py")
 
 
 def imports_of(path: Path) -> set[str]:
