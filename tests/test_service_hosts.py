@@ -4,6 +4,8 @@ signatures of those URLs equal to the official SDK signer's."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from jobwatchd.cloud.formats import FORMATS
@@ -113,11 +115,15 @@ def test_domain_suffix_replaces_the_known_one(
     ],
 )
 def test_override_wins(override: str | URL, expected: str) -> None:
-    # The region is not used (nor checked) when the whole endpoint is given.
     assert endpoint_for("cce", "cn-north-4", override=override) == URL(expected)
     assert endpoint_for("cce", "cn-north-4", domain_suffix="a.b", override=override) == URL(
         expected
     )
+
+
+def test_a_bad_region_is_refused_even_with_an_override() -> None:
+    with pytest.raises(ServiceError, match="is not a region id"):
+        endpoint_for("ecs", "cn-north-4.evil", override="https://h.example")
 
 
 @pytest.mark.parametrize(
@@ -356,3 +362,24 @@ def test_rds_style_query_signature_equals_the_sdk_through_a_proxy_prefix(job_id:
         url.with_query({"id": job_id + "0"}) if len(job_id) < 64 else url.with_query({"id": "y"})
     )
     assert ours("GET", other, {}, b"")["Authorization"] != mine["Authorization"]
+
+
+ids = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.sampled_from(sorted(SERVICES)), project_id=ids, job_id=ids)
+def test_any_valid_ids_stay_in_their_place_and_sign_as_the_sdk(
+    name: str, project_id: str, job_id: str
+) -> None:
+    url = job_url(name, endpoint_for(name, "cn-north-4"), project_id, job_id)
+    segments = url.path.split("/")
+    assert project_id in segments
+    if SERVICES[name].query_key is None:
+        assert segments[-1] == job_id
+        assert not url.query_string
+    else:
+        assert list(url.query.items()) == [("id", job_id)]
+    assert (
+        ours("GET", url, {}, b"")["Authorization"] == sdk_sign("GET", url, {}, b"")["Authorization"]
+    )

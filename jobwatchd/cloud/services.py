@@ -295,7 +295,8 @@ def endpoint_for(
 ) -> URL:
     """The base URL of ``name``'s API in ``region``.
 
-    ``override`` (a whole endpoint: a proxy, a simulator) wins, after checks;
+    ``override`` (a whole endpoint: a proxy, a simulator) wins, after checks
+    (the region is still checked, so a bad one is never silently ignored);
     then ``domain_suffix`` (e.g. ``otc.t-systems.com``, or a private DNS zone);
     else the service's known host for the region: the vendor's pattern
     ``{service}.{region}.myhuaweicloud.com``, ``.myhuaweicloud.eu`` in the EU
@@ -304,9 +305,9 @@ def endpoint_for(
     region files spell differently. Raises :class:`ServiceError`.
     """
     entry = service(name)
+    region = validate_region(region)
     if override is not None:
         return _validate_override(override)
-    region = validate_region(region)
     if domain_suffix is not None:
         suffix = _validate_suffix(domain_suffix)
         host_name = entry.otc_host_name if suffix == OTC_SUFFIX else None
