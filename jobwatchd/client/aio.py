@@ -409,10 +409,11 @@ class AsyncClient:
         seconds of outage, default 30), so it rides out a restart; it can also
         be started again later from the same job ids.
 
-        Raises :class:`JobFailed` (:class:`PartialFailure` for a job that ended
-        ``SUCCESS`` with failed sub-jobs), :class:`JobUnresolved` (``NOT_FOUND``, ``ERROR``, cancelled)
-        or :class:`WaitTimeout`, unless ``raise_on_failure`` is false; always
-        :class:`NotTracked` for a job not tracked at the start and
+        Raises :class:`JobFailed` (:class:`PartialFailure` for a job that
+        ended ``SUCCESS`` with failed sub-jobs), :class:`JobUnresolved`
+        (``NOT_FOUND``, ``ERROR``, cancelled) or :class:`WaitTimeout`, unless
+        ``raise_on_failure`` is false; always :class:`NotTracked` for a job not
+        tracked at the start and
         :class:`ConnectionFailed` when the daemon cannot be reached.
         """
         ids = [job_ids] if isinstance(job_ids, str) else list(dict.fromkeys(job_ids))
