@@ -16,12 +16,14 @@ from jobwatchd.client import (
     SUCCEEDED,
     UNRESOLVED,
     ApiError,
+    AsyncClient,
     Conflict,
     Event,
     Job,
     JobFailed,
     JobSpec,
     JobUnresolved,
+    JobWaiter,
     NotTracked,
     PartialFailure,
     Unauthorized,
@@ -192,3 +194,28 @@ def test_job_spec_sends_only_what_is_set() -> None:
         "labels": {"k": "v"},
         "timeout": 60,
     }
+
+
+@pytest.mark.parametrize(
+    ("jobs", "finished", "seconds"),
+    [(1, 0, 30.0), (64, 0, 30.0), (128, 0, 15.0), (128, 64, 30.0), (640, 0, 3.0), (10_000, 0, 1.0)],
+)
+def test_long_polls_shorten_so_every_job_is_asked_again_within_30_s(
+    jobs: int, finished: int, seconds: float
+) -> None:
+    waiter = JobWaiter(AsyncClient("127.0.0.1:9"), [f"j{n}" for n in range(jobs)])
+    for progress in list(waiter.progress.values())[:finished]:
+        progress.final = True
+    assert waiter._poll_seconds() == pytest.approx(seconds)
+
+
+def test_a_reconnect_notice_is_passed_on_once_per_outage_message() -> None:
+    notices: list[str] = []
+    waiter = JobWaiter(AsyncClient("127.0.0.1:9"), ["a", "b"], on_retry=notices.append)
+    for _ in range(3):  # every long-poll of the outage, at about the same time
+        waiter._retry("cannot reach jobwatchd; reconnecting")
+    waiter._retry("jobwatchd closed the event stream (shutdown); reconnecting")
+    assert notices == [
+        "cannot reach jobwatchd; reconnecting",
+        "jobwatchd closed the event stream (shutdown); reconnecting",
+    ]

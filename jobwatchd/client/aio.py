@@ -54,7 +54,8 @@ WAIT_RECONNECT_GRACE = 30.0
 MAX_SERVER_JOB_FILTER = 100
 """Up to this many jobs are filtered by the daemon; more would make the URL too long."""
 MAX_LONG_POLLS = 64
-"""At most this many long-polls are open at once; more jobs take turns."""
+"""At most this many long-polls are open at once; more jobs take turns, with
+shorter long-polls so each job is asked again within :data:`LONG_POLL_SECONDS`."""
 PAGE_SIZE = 1000
 
 
@@ -493,6 +494,7 @@ class JobWaiter:
         self._on_final = on_final
         self._on_retry = on_retry
         self._polls = asyncio.Semaphore(MAX_LONG_POLLS)
+        self._last_retry: tuple[str, float] = ("", 0.0)
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
@@ -501,7 +503,12 @@ class JobWaiter:
         """Wait; the result holds the jobs in the order given."""
         # Every job is read once first: a job that is not tracked, or a daemon
         # that cannot be reached, is an error of the call, not an outcome.
-        await asyncio.gather(*(self._first_read(job_id) for job_id in self.progress))
+        reads = await asyncio.gather(
+            *(self._first_read(job_id) for job_id in self.progress), return_exceptions=True
+        )
+        for failure in reads:
+            if isinstance(failure, BaseException):
+                raise failure
         stream = asyncio.create_task(self._consume())
         try:
             watchers = [
@@ -554,10 +561,13 @@ class JobWaiter:
         outage_since: float | None = None
         delay = RECONNECT_MIN
         while not progress.final:
-            asked = time.monotonic()
+            poll = self._poll_seconds()
+            answered_in = poll
             try:
                 async with self._polls:
-                    job = await self.client.get(progress.job_id, wait=LONG_POLL_SECONDS)
+                    asked = time.monotonic()
+                    job = await self.client.get(progress.job_id, wait=poll)
+                    answered_in = time.monotonic() - asked
             except NotTracked:
                 progress.cancelled = True
                 progress.mark_ended()
@@ -570,20 +580,39 @@ class JobWaiter:
                 outage_since = outage_since or now
                 if self.deadline is None and now - outage_since > self.reconnect_for:
                     raise
-                if self._on_retry is not None:
-                    self._on_retry(f"{exc}; reconnecting")
+                self._retry(f"{exc}; reconnecting")
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
                 continue
             outage_since = None
             self._take(progress, job)
-            if not progress.final and time.monotonic() - asked < 1.0:
+            if not progress.final and answered_in < min(1.0, poll / 2):
                 # Answered at once without the job ending (a daemon draining, or
                 # one that ignores ?wait=): back off rather than spin.
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
             else:
                 delay = RECONNECT_MIN
+
+    def _poll_seconds(self) -> float:
+        """How long one long-poll asks the daemon to hold: the longest allowed
+        while every unfinished job has a long-poll open; shorter with more
+        jobs, so that each is asked again (and a cancel seen) within that time."""
+        unfinished = sum(1 for progress in self.progress.values() if not progress.final)
+        if unfinished <= MAX_LONG_POLLS:
+            return LONG_POLL_SECONDS
+        return max(1.0, LONG_POLL_SECONDS * MAX_LONG_POLLS / unfinished)
+
+    def _retry(self, message: str) -> None:
+        """Pass a reconnect notice on, once per message and period (every
+        long-poll of an outage says the same)."""
+        now = time.monotonic()
+        if self._on_retry is None:
+            return
+        if message == self._last_retry[0] and now - self._last_retry[1] < RECONNECT_MAX:
+            return
+        self._last_retry = (message, now)
+        self._on_retry(message)
 
     async def _last_read(self) -> None:
         """Read once more the jobs that did not end (a best effort: the daemon may be gone)."""
@@ -605,7 +634,7 @@ class JobWaiter:
         params: list[tuple[str, str]] = []
         if len(wanted) <= MAX_SERVER_JOB_FILTER:
             params = [("job", job_id) for job_id in wanted]
-        async for message in self.client.follow(params, give_up_after=None):
+        async for message in self.client.follow(params, give_up_after=None, on_retry=self._retry):
             try:
                 event = orjson.loads(message.data or "")
                 data = event["data"]
