@@ -6,6 +6,7 @@ outlasts the daemon."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -171,3 +172,34 @@ def test_a_deadline_outlasts_a_daemon_that_went_away(
     # It keeps reconnecting until its deadline, then reports a timeout, not an error.
     assert waiting.wait(timeout=30) == 124, waiting.output
     assert "reconnecting" in waiting.output and "timed out" in waiting.output
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the daemon binds it, and binds it again after a restart)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_wait_completes_across_a_daemon_restart_on_the_same_port(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint=threaded_simulator.url,
+        state_dir=tmp_path / "state",
+        listen=listen,
+    )
+    daemon = daemon_factory(config)
+    daemon.start()
+    job = threaded_simulator.sim.create_job("createServer", count=2, duration=500)
+    assert cli("register", job, "--api", listen).returncode == 0
+    waiting = Terminal([*JOBWATCHD, "wait", job, "--timeout", "60", "--api", listen])
+    wait_until(lambda: "RUNNING" in waiting.output or "INIT" in waiting.output, 20, what="live")
+    assert daemon.stop() == 0  # mid-wait: the job has seconds to go
+    assert daemon.start() == listen  # the same state directory and port
+    assert waiting.wait(timeout=60) == 0, waiting.output
+    assert "reconnecting" in waiting.output and "SUCCESS" in waiting.output
