@@ -275,3 +275,8 @@ def test_the_sync_client_from_a_plain_script(
         client.cancel(ok)
         with pytest.raises(NotTracked):
             client.get(ok)
+
+        async def from_a_running_loop() -> str:  # as in a notebook: asyncio.run would refuse
+            return client.get(failing).status
+
+        assert asyncio.run(from_a_running_loop()) == "FAIL"
