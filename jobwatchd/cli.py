@@ -16,13 +16,14 @@ import orjson
 
 from jobwatchd import __version__
 from jobwatchd.client import (
-    ApiClient,
-    ClientFailure,
+    ApiError,
+    AsyncClient,
+    ClientError,
     JobProgress,
+    JobSpec,
     JobWaiter,
     SseMessage,
-    problem_text,
-    wait_exit_code,
+    WaitResult,
 )
 from jobwatchd.config import (
     Config,
@@ -169,7 +170,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 # -- client commands ---------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> ApiClient:
+def _client(args: argparse.Namespace) -> AsyncClient:
     address = args.api
     token_file = Path(args.token_file) if args.token_file else None
     if address is None or token_file is None:
@@ -182,7 +183,7 @@ def _client(args: argparse.Namespace) -> ApiClient:
             address = address or config.api.listen
             token_file = token_file or config.api.token_file
     token = read_secret(token_file, "api.token_file") if token_file else None
-    return ApiClient(address or "127.0.0.1:8787", token=token)
+    return AsyncClient(address or "127.0.0.1:8787", token=token)
 
 
 def _print_json(value: Any) -> None:
@@ -225,31 +226,44 @@ def _note(message: str) -> None:
 
 
 async def _wait(
-    client: ApiClient, job_ids: Sequence[str], timeout: float | None, as_json: bool
+    client: AsyncClient,
+    job_ids: Sequence[str],
+    timeout: float | None,
+    as_json: bool,
+    summary: bool = False,
 ) -> int:
-    """Wait on the event stream: a live line per job on a terminal, a plain line
-    per job as it ends otherwise, the job objects with ``--json``."""
-    live = not as_json and sys.stdout.isatty()
+    """Wait for the jobs: a live line per job on a terminal, a plain line per job
+    as it ends otherwise, the job objects with ``--json``, the summary with
+    ``--summary``. The exit code is the result's (see docs/cli.md)."""
+    quiet = as_json or summary
+    live = not quiet and sys.stdout.isatty()
 
     def plain(progress: JobProgress) -> None:
-        job = progress.job or {"job_id": progress.job_id, "status": progress.status}
-        state = "" if job.get("terminal") else " (still waiting: timed out)"
+        job = dict(progress.doc)
+        if progress.cancelled:
+            state = " (no longer tracked: cancelled)"
+        elif not progress.terminal:
+            state = " (still waiting: timed out)"
+        else:
+            state = ""
         print(f"{_summary(job)} after {progress.elapsed():.1f}s{state}", flush=True)
 
     waiter = JobWaiter(
         client,
-        dict.fromkeys(job_ids),
+        list(dict.fromkeys(job_ids)),
         timeout=timeout,
-        on_final=None if as_json or live else plain,
+        on_final=None if quiet or live else plain,
         on_retry=_note,
     )
-    jobs = await (_wait_live(waiter) if live else waiter.run())
+    result = await (_wait_live(waiter) if live else waiter.run())
     if as_json:
-        _print_json(jobs)
-    return wait_exit_code(jobs)
+        _print_json([job.raw for job in result.jobs])
+    if summary:
+        _print_json(result.summary())
+    return result.exit_code
 
 
-async def _wait_live(waiter: JobWaiter) -> list[dict[str, Any]]:
+async def _wait_live(waiter: JobWaiter) -> WaitResult:
     from rich.console import Console  # noqa: PLC0415 - only on a terminal
 
     from jobwatchd.terminal import WaitProgress, print_wait_results  # noqa: PLC0415
@@ -264,14 +278,14 @@ async def _wait_live(waiter: JobWaiter) -> list[dict[str, Any]]:
 
         redrawing = asyncio.create_task(redraw())
         try:
-            jobs = await waiter.run()
+            result = await waiter.run()
         finally:
             redrawing.cancel()
     print_wait_results(console, waiter.progress.values())
-    return jobs
+    return result
 
 
-def _run_client(args: argparse.Namespace, action: Callable[[ApiClient], Any]) -> int:
+def _run_client(args: argparse.Namespace, action: Callable[[AsyncClient], Any]) -> int:
     async def main() -> int:
         async with _client(args) as client:
             result: int = await action(client)
@@ -279,7 +293,7 @@ def _run_client(args: argparse.Namespace, action: Callable[[ApiClient], Any]) ->
 
     try:
         return asyncio.run(main())
-    except ClientFailure as exc:
+    except ClientError as exc:
         return _fail(str(exc))
     except (KeyError, TypeError, AttributeError) as exc:
         # An answer of another shape than the API's (a proxy, another service,
@@ -292,31 +306,27 @@ def _run_client(args: argparse.Namespace, action: Callable[[ApiClient], Any]) ->
 def cmd_register(args: argparse.Namespace) -> int:
     """``jobwatchd register JOB_ID...``."""
     labels = dict(parse_label_selector(value, "--label") for value in args.label)
-    jobs: list[dict[str, Any]] = []
-    for job_id in args.job_ids:
-        item: dict[str, Any] = {"job_id": validate_id(job_id, "JOB_ID")}
-        if args.project_id:
-            item["project_id"] = args.project_id
-        if args.account:
-            item["account"] = args.account
-        if labels:
-            item["labels"] = labels
-        if args.job_timeout is not None:
-            item["timeout"] = args.job_timeout
-        jobs.append(item)
+    specs = [
+        JobSpec(
+            job_id=validate_id(job_id, "JOB_ID"),
+            project_id=args.project_id or None,
+            account=args.account or None,
+            labels=labels or None,
+            timeout=args.job_timeout,
+        )
+        for job_id in args.job_ids
+    ]
 
-    async def action(client: ApiClient) -> int:
-        status, body = await client.register(jobs)
-        if status not in (200, 201):
-            return _fail(problem_text(status, body))
+    async def action(client: AsyncClient) -> int:
+        registration = await client.register(specs)
         if not args.wait:
             if args.json:
-                _print_json(body["jobs"])
+                _print_json([job.raw for job in registration.jobs])
             else:
-                for job in body["jobs"]:
-                    print(f"{printable(job['job_id'])} tracked ({printable(job['status'])})")
+                for job in registration.jobs:
+                    print(f"{printable(job.job_id)} tracked ({printable(job.status)})")
             return 0
-        return await _wait(client, args.job_ids, args.timeout, args.json)
+        return await _wait(client, args.job_ids, args.timeout, args.json, args.summary)
 
     return _run_client(args, action)
 
@@ -325,8 +335,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``jobwatchd status JOB_ID``."""
     job_id = validate_id(args.job_id, "JOB_ID")
 
-    async def action(client: ApiClient) -> int:
-        job = await client.get_job(job_id)
+    async def action(client: AsyncClient) -> int:
+        job = dict((await client.get(job_id)).raw)
         if args.json:
             _print_json(job)
             return 0
@@ -362,25 +372,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """``jobwatchd list``: follows the cursor until ``--limit`` jobs or the end."""
 
-    async def action(client: ApiClient) -> int:
+    labels = dict(parse_label_selector(value, "--label") for value in args.label)
+
+    async def action(client: AsyncClient) -> int:
         jobs: list[dict[str, Any]] = []
-        after: str | None = None
-        while args.limit is None or len(jobs) < args.limit:
-            params = [("limit", "1000")]
-            if args.status:
-                params.append(("status", args.status))
-            params.extend(("label", value) for value in args.label)
-            if after:
-                params.append(("after", after))
-            status, body = await client.request("GET", "/v1/jobs", params=params)
-            if status != 200:
-                return _fail(problem_text(status, body))
-            jobs.extend(body["jobs"])
-            after = body["next"]
-            if after is None:
-                break
-        if args.limit is not None:
-            jobs = jobs[: args.limit]
+        if args.limit is None or args.limit > 0:
+            async with contextlib.aclosing(
+                client.list(status=args.status or None, labels=labels)
+            ) as listing:
+                async for item in listing:
+                    jobs.append(dict(item.raw))
+                    if args.limit is not None and len(jobs) >= args.limit:
+                        break
         if args.json:
             _print_json(jobs)
         elif sys.stdout.isatty():
@@ -398,10 +401,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    """``jobwatchd wait JOB_ID...``: exit 0/1/124 (2 on errors)."""
+    """``jobwatchd wait JOB_ID...``: exit 0 all SUCCESS, 1 any failed, 3 partial,
+    4 NOT_FOUND/ERROR/cancelled, 124 timed out, 2 on errors."""
     for job_id in args.job_ids:
         validate_id(job_id, "JOB_ID")
-    return _run_client(args, lambda client: _wait(client, args.job_ids, args.timeout, args.json))
+    return _run_client(
+        args, lambda client: _wait(client, args.job_ids, args.timeout, args.json, args.summary)
+    )
 
 
 def _event_line(message: SseMessage) -> str:
@@ -431,11 +437,11 @@ def cmd_events(args: argparse.Namespace) -> int:
         params.append(("label", f"{key}={value}"))
     since = None if args.since == "now" else int(args.since)
 
-    async def action(client: ApiClient) -> int:
+    async def action(client: AsyncClient) -> int:
         out = sys.stdout
         try:
             async with contextlib.aclosing(
-                client.follow_events(
+                client.follow(
                     params,
                     since=since,
                     follow=args.follow,
@@ -471,13 +477,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     """``jobwatchd cancel JOB_ID``: stop tracking."""
     job_id = validate_id(args.job_id, "JOB_ID")
 
-    async def action(client: ApiClient) -> int:
-        status, body = await client.request("DELETE", f"/v1/jobs/{job_id}")
-        if status == 204:
-            print(f"{job_id} no longer tracked")
-            return 0
-        _fail(problem_text(status, body))
-        return 1
+    async def action(client: AsyncClient) -> int:
+        try:
+            await client.cancel(job_id)
+        except ApiError as exc:
+            _fail(str(exc))
+            return 1
+        print(f"{job_id} no longer tracked")
+        return 0
 
     return _run_client(args, action)
 
@@ -489,10 +496,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     """``jobwatchd dead-letters``: events sinks gave up on."""
     params = {"sink": args.sink} if args.sink else None
 
-    async def action(client: ApiClient) -> int:
-        status, body = await client.request("GET", "/v1/dead-letters", params=params)
-        if status != 200:
-            return _fail(problem_text(status, body))
+    async def action(client: AsyncClient) -> int:
+        _, body = await client.request("GET", "/v1/dead-letters", params=params, ok=(200,))
         entries = body["dead_letters"]
         if args.json:
             _print_json(entries)
@@ -517,12 +522,10 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     if args.sink:
         body["sink"] = args.sink
 
-    async def action(client: ApiClient) -> int:
-        status, report = await client.request(
-            "POST", "/v1/dead-letters/redeliver", body=body, timeout=REDELIVER_TIMEOUT
+    async def action(client: AsyncClient) -> int:
+        _, report = await client.request(
+            "POST", "/v1/dead-letters/redeliver", body=body, timeout=REDELIVER_TIMEOUT, ok=(200,)
         )
-        if status != 200:
-            return _fail(problem_text(status, report))
         if args.json:
             _print_json(report)
         else:
@@ -561,7 +564,7 @@ def _since(text: str) -> str:
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if value < 0:
+    if not value >= 0:  # also refuses NaN
         raise argparse.ArgumentTypeError("must not be negative")
     return value
 
@@ -643,8 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--label", action="append", default=[], metavar="K=V")
     register.add_argument("--job-timeout", type=_seconds, help="per-job timeout in seconds")
     register.add_argument("--wait", action="store_true", help="then wait like 'jobwatchd wait'")
-    register.add_argument("--timeout", type=_seconds, help="with --wait: give up after S seconds")
+    register.add_argument(
+        "--timeout", type=_seconds, help="with --wait: give up after S seconds (no upper bound)"
+    )
     register.add_argument("--json", action="store_true")
+    register.add_argument(
+        "--summary", action="store_true", help="with --wait: print the wait's JSON summary"
+    )
 
     status = command("status", cmd_status, "Show one job.", client=True)
     status.add_argument("job_id", metavar="JOB_ID")
@@ -659,13 +667,29 @@ def build_parser() -> argparse.ArgumentParser:
     wait = command(
         "wait",
         cmd_wait,
-        "Wait until jobs end: exit 0 all SUCCESS, 1 any"
-        " ended otherwise, 124 timed out, 2 on errors.",
+        "Wait until jobs end: exit 0 all SUCCESS, 1 any failed, 3 partial (SUCCESS with"
+        " failed sub-jobs), 4 NOT_FOUND/ERROR/cancelled, 124 timed out, 2 on errors.",
         client=True,
     )
     wait.add_argument("job_ids", nargs="+", metavar="JOB_ID")
-    wait.add_argument("--timeout", type=_seconds, help="give up after S seconds (exit 124)")
-    wait.add_argument("--json", action="store_true")
+    wait.add_argument(
+        "--attach",
+        action="store_true",
+        help="attach to jobs the daemon already tracks (what wait always does: it never"
+        " registers; a job it does not track is an error, exit 2)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="give up after S seconds (exit 124; no upper bound, 'inf' for none);"
+        " a daemon gone meanwhile is waited for until then",
+    )
+    wait.add_argument("--json", action="store_true", help="print the final job objects")
+    wait.add_argument(
+        "--summary",
+        action="store_true",
+        help="print a JSON summary: outcome, exit code, per job its outcome and failed sub-jobs",
+    )
 
     events = command(
         "events",

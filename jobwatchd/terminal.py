@@ -144,7 +144,7 @@ class WaitProgress:
 def print_wait_results(console: Console, progress: Iterable[JobProgress]) -> None:
     """One line per job once the wait is over."""
     for item in progress:
-        job = item.job or {}
+        job = item.doc
         line = Text.assemble(
             cell(item.job_id, "bold"), " ", status_text(job.get("status", item.status))
         )
@@ -156,7 +156,9 @@ def print_wait_results(console: Console, progress: Iterable[JobProgress]) -> Non
                 printable(f" error={job.get('error_code')} reason={job.get('fail_reason')!r}")
             )
         line.append(f" after {_elapsed(item.elapsed())}", style="dim")
-        if not job.get("terminal"):
+        if item.cancelled:
+            line.append(" (no longer tracked: cancelled)", style="yellow")
+        elif not job.get("terminal"):
             line.append(" (still waiting: timed out)", style="yellow")
         console.print(line)
 
