@@ -5,17 +5,12 @@ off loopback, and shell completion."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import tempfile
-import termios
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers.cli import INSTALLED
+from tests.helpers.cli import INSTALLED, Terminal
 from tests.helpers.cli import cli as run_cli
 from tests.helpers.config import write_config, write_token
 from tests.helpers.daemon import DaemonProcess
@@ -71,47 +66,6 @@ class Lines:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
-        return code
-
-
-class Terminal:
-    """A subprocess on a pseudo-terminal (160x40), its output collected."""
-
-    def __init__(self, args: list[str]) -> None:
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
-        env.pop("NO_COLOR", None)
-        self.proc = subprocess.Popen(
-            args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
-        )
-        os.close(slave)
-        self._master = master
-        self._data = bytearray()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self._master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            with self._lock:
-                self._data += chunk
-
-    @property
-    def output(self) -> str:
-        with self._lock:
-            return self._data.decode("utf-8", "replace")
-
-    def wait(self, timeout: float = 60.0) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._thread.join(timeout=10)
-        os.close(self._master)
         return code
 
 

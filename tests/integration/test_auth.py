@@ -8,7 +8,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,8 +15,6 @@ import trustme
 from huaweicloudsdkcore.auth.credentials import (  # type: ignore[import-untyped]
     BasicCredentials,
 )
-from huaweicloudsdkcore.sdk_request import SdkRequest  # type: ignore[import-untyped]
-from huaweicloudsdkcore.signer.signer import Signer  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -28,41 +25,14 @@ from jobwatchd.cloud.signing import format_sdk_date, parse_authorization, sign
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.config import AccountConfig, ConfigError
 from jobwatchd.outcome import OutcomeKind
+from tests.helpers.signing import AK, DATE, NOW, SK, ours, sdk_sign
 
-AK = "HPUAEXAMPLEACCESSKEY1"
-SK = "sk-Zq8vT1-never-in-a-log-4f0e9b"
 SECURITY_TOKEN = "st-gQ2Ew-temporary-credential-token-77c1"
 PASSWORD = "pw-Vf93-iam-password-never-logged"
 DOMAIN, USER = "acme", "jobwatch-bot"
-DATE = "20260315T101112Z"
-NOW = datetime(2026, 3, 15, 10, 11, 12, tzinfo=UTC)
 
 
 # ------------------------------------------------------------ signing vs SDK
-
-
-def sdk_sign(
-    method: str, url: URL, headers: dict[str, str], body: bytes, credentials: Any = None
-) -> dict[str, str]:
-    """The official SDK's headers for the same request and date."""
-    request = SdkRequest(
-        method=method,
-        schema=url.scheme,
-        host=url.host_port_subcomponent,
-        resource_path=url.raw_path,
-        query_params=list(url.query.items()),
-        header_params={**headers, "X-Sdk-Date": DATE},
-        body=body,
-    )
-    if credentials is None:
-        Signer(SimpleNamespace(ak=AK, sk=SK)).sign(request)
-    else:
-        credentials.sign_request(request)
-    return dict(request.header_params)
-
-
-def ours(method: str, url: URL, headers: dict[str, str], body: bytes) -> dict[str, str]:
-    return sign(method=method, url=url, headers=headers, ak=AK, sk=SK, now=NOW, body=body)
 
 
 JSON = {"Content-Type": "application/json;charset=UTF-8"}

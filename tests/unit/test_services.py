@@ -17,7 +17,7 @@ from jobwatchd.cloud.services import (
     service,
     validate_region,
 )
-from tests.test_auth import ours, sdk_sign
+from tests.helpers.signing import ours, sdk_sign
 
 # Hosts as the reference notes on the vendor's job APIs give them (section (f) of
 # each service, from the AE host and the SDK region files), and Open Telekom

@@ -15,12 +15,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.helpers.cli import INSTALLED as JOBWATCHD
+from tests.helpers.cli import Terminal
 from tests.helpers.config import write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.hostile_upstream import job_document
 from tests.helpers.servers import RunningSimulator, app_in_thread
 from tests.helpers.waiting import wait_until
-from tests.test_cli_client import JOBWATCHD, Terminal
 
 PARTIAL_JOB = "partial-job"
 REJECTED_JOB = "rejected-job"
