@@ -19,7 +19,7 @@ file and doc page. Strings and lists are bounded as in :mod:`jobwatchd.cloud.ecs
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -207,6 +207,41 @@ def _status(value: object, mapping: Mapping[str, str], what: str) -> tuple[str, 
 def _sub_status(value: object, mapping: Mapping[str, str]) -> tuple[str, str] | None:
     """As :func:`_status` for a sub-job; None when unusable (the sub-job is skipped)."""
     return _mapped(value, mapping) if is_status_name(value) else None
+
+
+def _flat_sub_jobs(
+    raw: object,
+    statuses: Mapping[str, str],
+    max_sub_jobs: int,
+    *,
+    reason_key: str = "fail_reason",
+    entities: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> list[ServiceSubJob]:
+    """Sub-jobs listed as flat records (``job_id, job_type, status, begin_time,
+    end_time, error_code`` and a reason under ``reason_key``); as cloud/ecs.py,
+    one without a usable id or status is skipped, not failing the parent."""
+    subs: list[ServiceSubJob] = []
+    for item in _bounded_list(raw, "sub-jobs", max_sub_jobs):
+        if not isinstance(item, Mapping):
+            continue
+        sub_id = _id(item, "job_id")
+        state = _sub_status(item.get("status"), statuses)
+        if sub_id is None or state is None:
+            continue
+        subs.append(
+            ServiceSubJob(
+                job_id=sub_id,
+                status=state[0],
+                upstream_status=state[1],
+                job_type=_text(item, "job_type"),
+                entities={} if entities is None else entities(item),
+                error_code=_text(item, "error_code"),
+                fail_reason=_text(item, reason_key),
+                begin_time=_text(item, "begin_time"),
+                end_time=_text(item, "end_time"),
+            )
+        )
+    return subs
 
 
 def _bounded_list(value: object, what: str, limit: int) -> list[Any]:
@@ -481,27 +516,13 @@ def parse_elb(
     (``{resource_id, resource_type}``), failures in ``error_code``/``error_msg``."""
     job = _envelope(body, "job")
     mapped, raw = _status(job.get("status"), _ELB_STATUSES, "job.status")
-    subs: list[ServiceSubJob] = []
-    for item in _bounded_list(job.get("sub_jobs"), "sub-jobs", max_sub_jobs):
-        if not isinstance(item, Mapping):
-            continue
-        sub_id = _id(item, "job_id")
-        state = _sub_status(item.get("status"), _ELB_STATUSES)
-        if sub_id is None or state is None:
-            continue
-        subs.append(
-            ServiceSubJob(
-                job_id=sub_id,
-                status=state[0],
-                upstream_status=state[1],
-                job_type=_text(item, "job_type"),
-                entities=_elb_entities(item, max_sub_jobs),
-                error_code=_text(item, "error_code"),
-                fail_reason=_text(item, "error_msg"),
-                begin_time=_text(item, "begin_time"),
-                end_time=_text(item, "end_time"),
-            )
-        )
+    subs = _flat_sub_jobs(
+        job.get("sub_jobs"),
+        _ELB_STATUSES,
+        max_sub_jobs,
+        reason_key="error_msg",
+        entities=lambda item: _elb_entities(item, max_sub_jobs),
+    )
     return ServiceAnswer(
         answer_format="elb",
         status=mapped,
@@ -645,26 +666,7 @@ def parse_sfs_turbo(
     end_time, error_code, fail_reason``), no entities."""
     top = _top(body)
     mapped, raw = _status(top.get("status"), _SFS_TURBO_STATUSES, "status")
-    subs: list[ServiceSubJob] = []
-    for item in _bounded_list(top.get("sub_jobs"), "sub-jobs", max_sub_jobs):
-        if not isinstance(item, Mapping):
-            continue
-        sub_id = _id(item, "job_id")
-        state = _sub_status(item.get("status"), _SFS_TURBO_STATUSES)
-        if sub_id is None or state is None:
-            continue
-        subs.append(
-            ServiceSubJob(
-                job_id=sub_id,
-                status=state[0],
-                upstream_status=state[1],
-                job_type=_text(item, "job_type"),
-                error_code=_text(item, "error_code"),
-                fail_reason=_text(item, "fail_reason"),
-                begin_time=_text(item, "begin_time"),
-                end_time=_text(item, "end_time"),
-            )
-        )
+    subs = _flat_sub_jobs(top.get("sub_jobs"), _SFS_TURBO_STATUSES, max_sub_jobs)
     return ServiceAnswer(
         answer_format="sfs-turbo",
         status=mapped,

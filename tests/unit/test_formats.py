@@ -31,6 +31,7 @@ from jobwatchd.models import (
     upstream_status,
 )
 from jobwatchd.statemachine import JobAnswer, Snapshot, observe
+from tests.helpers.vendor import VENDOR_EXAMPLE_BYTES
 
 # ------------------------------------------------------------ the vendor's examples
 
@@ -67,34 +68,7 @@ ECS_AE = b"""
 # notes §1(b): doc ecs_02_0901 as copied by
 # huaweicloud.com/guide/productsdesc-bms_7d843421a5ba021783739a320f7ae0e5support1_d
 # ("SUC CES S" normalised to SUCCESS)
-ECS_DOC = b"""
-{
-    "status": "SUCCESS",
-    "entities": {
-        "sub_jobs_total": 1,
-        "sub_jobs": [
-            {
-                "status": "SUCCESS",
-                "entities": {
-                    "server_id": "bae51750-0089-41a1-9b18-5c777978ff6d"
-                },
-                "job_id": "2c9eb2c5544cbf6101544f0635672b60",
-                "job_type": "createSingleServer",
-                "begin_time": "2016-04-25T20:04:47.591Z",
-                "end_time": "2016-04-25T20:08:21.328Z",
-                "error_code": null,
-                "fail_reason": null
-            }
-        ]
-    },
-    "job_id": "2c9eb2c5544cbf6101544f0602af2b4f",
-    "job_type": "createServer",
-    "begin_time": "2016-04-25T20:04:34.604Z",
-    "end_time": "2016-04-25T20:08:41.593Z",
-    "error_code": null,
-    "fail_reason": null
-}
-"""
+ECS_DOC = VENDOR_EXAMPLE_BYTES  # the same text as the seed reference's example
 
 # notes §2(b): AE schemas/EVS/src/ShowJob.json
 EVS_AE = b"""
