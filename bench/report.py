@@ -1164,8 +1164,8 @@ def _s5(result: s5.Result, cores: int) -> list[str]:
         "",
         f"{p.jobs:,} running jobs (`createServer`, 2 sub-jobs each, running for a day) in",
         "one simulator (speed 1), as in scenario 1. The fleet's store is a throwaway",
-        f"PostgreSQL {result.postgres or '?'} on this machine (`tests/helpers/pg.py`: `initdb` into a",
-        "temporary directory, fsync and synchronous commit off). For each of "
+        f"PostgreSQL {result.postgres or '?'} on this machine (`tests/helpers/pg.py`:",
+        "`initdb` into a temporary directory, fsync and synchronous commit off). For each of "
         f"{p.repeats} repeat(s),",
         "1 and then 3 instances (the order alternating) start on a fresh database with",
         f'`lease = "{p.lease:g}s"`, intervals of 1 ms, no rate limit and no auth, at',
