@@ -226,16 +226,12 @@ def _note(message: str) -> None:
 
 
 async def _wait(
-    client: AsyncClient,
-    job_ids: Sequence[str],
-    timeout: float | None,
-    as_json: bool,
-    summary: bool = False,
+    client: AsyncClient, job_ids: Sequence[str], timeout: float | None, as_json: bool
 ) -> int:
     """Wait for the jobs: a live line per job on a terminal, a plain line per job
-    as it ends otherwise, the job objects with ``--json``, the summary with
-    ``--summary``. The exit code is the result's (see docs/cli.md)."""
-    quiet = as_json or summary
+    as it ends otherwise, the wait's summary with ``--json`` (each job's object
+    in it). The exit code is the result's (see docs/cli.md)."""
+    quiet = as_json
     live = not quiet and sys.stdout.isatty()
 
     def plain(progress: JobProgress) -> None:
@@ -257,8 +253,6 @@ async def _wait(
     )
     result = await (_wait_live(waiter) if live else waiter.run())
     if as_json:
-        _print_json([job.raw for job in result.jobs])
-    if summary:
         _print_json(result.summary())
     return result.exit_code
 
@@ -326,7 +320,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                 for job in registration.jobs:
                     print(f"{printable(job.job_id)} tracked ({printable(job.status)})")
             return 0
-        return await _wait(client, args.job_ids, args.timeout, args.json, args.summary)
+        return await _wait(client, args.job_ids, args.timeout, args.json)
 
     return _run_client(args, action)
 
@@ -405,9 +399,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     4 NOT_FOUND/ERROR/cancelled, 124 timed out, 2 on errors."""
     for job_id in args.job_ids:
         validate_id(job_id, "JOB_ID")
-    return _run_client(
-        args, lambda client: _wait(client, args.job_ids, args.timeout, args.json, args.summary)
-    )
+    return _run_client(args, lambda client: _wait(client, args.job_ids, args.timeout, args.json))
 
 
 def _event_line(message: SseMessage) -> str:
@@ -649,9 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument(
         "--timeout", type=_seconds, help="with --wait: give up after S seconds (no upper bound)"
     )
-    register.add_argument("--json", action="store_true")
     register.add_argument(
-        "--summary", action="store_true", help="with --wait: print the wait's JSON summary"
+        "--json",
+        action="store_true",
+        help="print the registered job objects; with --wait, the wait's summary",
     )
 
     status = command("status", cmd_status, "Show one job.", client=True)
@@ -684,11 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after S seconds (exit 124; no upper bound, 'inf' for none);"
         " a daemon gone meanwhile is waited for until then",
     )
-    wait.add_argument("--json", action="store_true", help="print the final job objects")
     wait.add_argument(
-        "--summary",
+        "--json",
         action="store_true",
-        help="print a JSON summary: outcome, exit code, per job its outcome and failed sub-jobs",
+        help="print a JSON summary: outcome, exit code, per job its outcome, failed"
+        " sub-jobs and final object",
     )
 
     events = command(

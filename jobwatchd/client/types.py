@@ -209,7 +209,8 @@ class WaitResult:
         )
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready summary (what ``jobwatchd wait --summary`` prints)."""
+        """A JSON-ready summary (what ``jobwatchd wait --json`` prints): the outcome,
+        the exit code and, per job, its outcome, failed sub-jobs and whole object."""
         return {
             "outcome": self.outcome,
             "exit_code": self.exit_code,
@@ -224,6 +225,7 @@ class WaitResult:
                     "failed_sub_jobs": [sub.raw for sub in job.failed_sub_jobs],
                     "error_code": job.error_code,
                     "fail_reason": job.fail_reason,
+                    "job": job.raw,
                 }
                 for job, outcome in zip(self.jobs, self.outcomes, strict=True)
             ],

@@ -68,8 +68,10 @@ def test_register_wait_in_one_step(
         "register", job, "--wait", "--timeout", "30", "--json", "--api", str(daemon.address)
     )
     assert result.returncode == 0, result.stderr
-    (final,) = orjson.loads(result.stdout)
-    assert final["status"] == "SUCCESS"
+    summary = orjson.loads(result.stdout)
+    assert (summary["outcome"], summary["exit_code"]) == ("succeeded", 0)
+    (final,) = summary["jobs"]
+    assert final["status"] == final["job"]["status"] == "SUCCESS"
 
 
 def test_usage_and_connection_errors_exit_2(daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_unix_socket_with_token(
     # -c gives both the socket and the token file.
     waited = cli("wait", job, "--timeout", "30", "--json", "-c", str(config))
     assert waited.returncode == 0, waited.stderr
-    assert [j["status"] for j in orjson.loads(waited.stdout)] == ["SUCCESS"]
+    assert [j["job"]["status"] for j in orjson.loads(waited.stdout)["jobs"]] == ["SUCCESS"]
     events = cli("events", "--json", "-c", str(config))
     assert events.returncode == 0 and events.stdout.count('"specversion"') >= 2
 

@@ -412,22 +412,32 @@ def test_plain_output_has_no_controls(
     assert "\\x1b[2J" in result.stdout
 
 
+def _wait_jobs(summary: Any) -> Any:
+    """The whole job objects in a ``wait --json`` summary."""
+    return [entry["job"] for entry in summary["jobs"]]
+
+
 @pytest.mark.parametrize(
-    ("command", "expected"),
+    ("command", "expected", "read"),
     [
-        (["status", "some-job", "--json"], hostile_job()),
-        (["list", "--json"], [hostile_job()]),
-        (["wait", "some-job", "--json", "--timeout", "20"], [hostile_job()]),
-        (["dead-letters", "--json"], [dead_letter()]),
+        (["status", "some-job", "--json"], hostile_job(), None),
+        (["list", "--json"], [hostile_job()], None),
+        (["wait", "some-job", "--json", "--timeout", "20"], [hostile_job()], _wait_jobs),
+        (["dead-letters", "--json"], [dead_letter()], None),
     ],
     ids=["status", "list", "wait", "dead-letters"],
 )
 def test_json_output_round_trips_without_raw_controls(
-    hostile_daemon: StandIn, tmp_path: Path, command: list[str], expected: Any
+    hostile_daemon: StandIn,
+    tmp_path: Path,
+    command: list[str],
+    expected: Any,
+    read: Callable[[Any], Any] | None,
 ) -> None:
     result = run_piped([*command, "--api", hostile_daemon.address], _cli_env(tmp_path))
     assert result.returncode == (1 if command[0] == "wait" else 0), result.stderr
-    assert orjson.loads(result.stdout) == expected
+    output = orjson.loads(result.stdout)
+    assert (output if read is None else read(output)) == expected
     assert_plain(result.stdout)
 
 

@@ -111,7 +111,7 @@ def test_every_exit_code(daemon: DaemonProcess, threaded_simulator: RunningSimul
     failed = cli("wait", ok, failing, *api, "--timeout", "30")
     assert failed.returncode == 1, failed.stdout + failed.stderr
 
-    partial = cli("wait", ok, PARTIAL_JOB, *api, "--timeout", "30", "--summary")
+    partial = cli("wait", ok, PARTIAL_JOB, *api, "--timeout", "30", "--json")
     assert partial.returncode == 3, partial.stdout + partial.stderr
     summary = orjson.loads(partial.stdout)
     assert (summary["outcome"], summary["exit_code"]) == ("partial", 3)
@@ -125,12 +125,14 @@ def test_every_exit_code(daemon: DaemonProcess, threaded_simulator: RunningSimul
 
     not_found = cli("wait", unknown, *api, "--timeout", "30", "--json")
     assert not_found.returncode == 4, not_found.stdout + not_found.stderr
-    assert orjson.loads(not_found.stdout)[0]["status"] == "NOT_FOUND"
+    (entry,) = orjson.loads(not_found.stdout)["jobs"]
+    assert (entry["status"], entry["outcome"]) == ("NOT_FOUND", "unresolved")
+    assert entry["job"]["status"] == "NOT_FOUND"
     error = cli("wait", REJECTED_JOB, *api, "--timeout", "30")
     assert error.returncode == 4, error.stdout + error.stderr
     assert f"{REJECTED_JOB} ERROR" in error.stdout
 
-    timed_out = cli("wait", ok, slow, *api, "--timeout", "0.5", "--summary")
+    timed_out = cli("wait", ok, slow, *api, "--timeout", "0.5", "--json")
     assert timed_out.returncode == 124
     assert orjson.loads(timed_out.stdout)["outcome"] == "pending"
 

@@ -122,6 +122,7 @@ def test_summary_names_each_job_and_its_failed_sub_jobs() -> None:
     (entry,) = summary["jobs"]
     assert entry["sub_jobs_succeeded"] == 1 and entry["sub_jobs_failed"] == 1
     assert entry["failed_sub_jobs"] == [{"job_id": "s1", "status": "FAIL"}]
+    assert entry["job"] == partial.raw
     orjson.dumps(summary)  # JSON-ready
 
 
