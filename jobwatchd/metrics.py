@@ -101,32 +101,23 @@ class _StateCollector(Collector):
         in_flight = GaugeMetricFamily("jobwatchd_polls_in_flight", "Polls running now.")
         in_flight.add_metric([], state.polls_in_flight)
         yield in_flight
-        paused = GaugeMetricFamily(
+        yield _per_account(
             "jobwatchd_account_paused_seconds",
             "Seconds left of an account's throttling pause.",
-            labels=["account"],
+            state.paused_seconds,
         )
-        for account, seconds in sorted(state.paused_seconds.items()):
-            paused.add_metric([account], seconds)
-        yield paused
         if state.overdue is not None:
-            overdue = GaugeMetricFamily(
+            yield _per_account(
                 "jobwatchd_jobs_overdue",
                 "Active jobs running longer than the learned p95 duration of their job type.",
-                labels=["account"],
+                state.overdue,
             )
-            for account, count in sorted(state.overdue.items()):
-                overdue.add_metric([account], count)
-            yield overdue
         if state.begun is not None:
-            begun = GaugeMetricFamily(
+            yield _per_account(
                 "jobwatchd_jobs_begun",
                 "Active jobs that have begun (upstream gave a begin time and a job type).",
-                labels=["account"],
+                state.begun,
             )
-            for account, count in sorted(state.begun.items()):
-                begun.add_metric([account], count)
-            yield begun
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
             "delivered": CounterMetricFamily(
                 "jobwatchd_sink_deliveries", "Events acknowledged by a sink.", labels=["sink"]
@@ -163,6 +154,14 @@ class _StateCollector(Collector):
         yield from families.values()
         if state.streams is not None:
             yield from _stream_families(state.streams)
+
+
+def _per_account(name: str, text: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    """A gauge with one sample per account, in account order."""
+    gauge = GaugeMetricFamily(name, text, labels=["account"])
+    for account, value in sorted(values.items()):
+        gauge.add_metric([account], value)
+    return gauge
 
 
 def _stream_families(stats: Mapping[str, int]) -> Iterable[Metric]:
