@@ -34,13 +34,11 @@ from typing import Any
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.logs import get_logger
 from jobwatchd.sinks import Delivery, Sink, SinkFilter, decode, matches
-from jobwatchd.store import Store, StoreUnavailableError
+from jobwatchd.store import STORE_RETRY, Store, StoreUnavailableError
 
 log = get_logger("jobwatchd.delivery")
 
 RETRY = BackoffPolicy(min_interval=0.5, max_interval=30.0, multiplier=2.0, jitter=0.5)
-STORE_RETRY = BackoffPolicy(min_interval=0.5, max_interval=10.0, multiplier=2.0, jitter=0.2)
-"""How a runner waits for an unavailable store to come back."""
 WINDOW = 10_000
 """Events read past the position that may wait for an earlier one to be acknowledged."""
 POSITION_INTERVAL = 0.2

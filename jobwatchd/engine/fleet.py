@@ -25,18 +25,14 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.config import Config
 from jobwatchd.engine.scheduler import Scheduler
 from jobwatchd.engine.tracker import Tracker
 from jobwatchd.logs import get_logger
 from jobwatchd.models import TERMINAL_STATUSES
-from jobwatchd.store import FleetStore, StoreUnavailableError
+from jobwatchd.store import STORE_RETRY, FleetStore, StoreUnavailableError
 
 log = get_logger("jobwatchd.fleet")
-
-STORE_RETRY = BackoffPolicy(min_interval=0.5, max_interval=10.0, multiplier=2.0, jitter=0.2)
-"""How the fleet's loops wait for an unavailable store to come back."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

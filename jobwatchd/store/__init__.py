@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent
 
 # JobRecord fields both stores keep in one JSON document column; the others
@@ -129,6 +130,11 @@ class ConflictError(Exception):
 class StoreUnavailableError(Exception):
     """The store could not do its work right now (locked by another process,
     disk full, I/O error, server gone); nothing was changed, retry later."""
+
+
+STORE_RETRY = BackoffPolicy(min_interval=0.5, max_interval=10.0, multiplier=2.0, jitter=0.2)
+"""How a background loop (a sink runner, the fleet's) waits for an unavailable
+store to come back: 0.5 s doubling to 10 s."""
 
 
 class StaleWriteError(Exception):
