@@ -53,7 +53,7 @@ def _fail(message: str) -> int:
 
     # Under systemd stderr is the journal: "<3>" files the line at priority err,
     # so `journalctl -p err -u jobwatchd` shows why the service did not start.
-    prefix = "<3>" if is_journal_stream(sys.stderr.fileno()) else ""
+    prefix = "<3>" if is_journal_stream(sys.stderr) else ""
     print(f"{prefix}jobwatchd: {printable(message)}", file=sys.stderr)
     return EXIT_USAGE
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import orjson
 import structlog
@@ -33,16 +33,18 @@ JOURNAL_PRIORITIES = {
 """syslog priorities of structlog's method names (journald reads them from a ``<N>`` prefix)."""
 
 
-def is_journal_stream(fd: int, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``fd`` is connected to the journal: systemd names it in ``$JOURNAL_STREAM``.
+def is_journal_stream(stream: IO[Any] | int, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``stream`` (a file or a descriptor) is connected to the journal:
+    systemd names it in ``$JOURNAL_STREAM``.
 
     The variable holds ``DEVICE:INODE`` of the stream; it is inherited by
     children whose output goes elsewhere, so the descriptor itself is compared.
+    A stream with no descriptor (an in-memory one) is not the journal.
     """
     value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
     device, _, inode = value.partition(":")
     try:
-        st = os.fstat(fd)
+        st = os.fstat(stream if isinstance(stream, int) else stream.fileno())
         return st.st_dev == int(device) and st.st_ino == int(inode)
     except (OSError, ValueError):
         return False
@@ -117,7 +119,7 @@ def configure_logging(
     if console is None:
         console = sys.stdout.isatty()
     if journal is None:
-        journal = not console and is_journal_stream(sys.stdout.fileno())
+        journal = not console and is_journal_stream(sys.stdout)
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -116,3 +117,7 @@ def test_the_console_view_escapes_what_upstream_chose(
     assert "\x1b[2J" not in out and "\x07" not in out
     assert "SECRET-local" not in out
     assert "ValueError" in out and "Traceback" in out
+
+
+def test_a_stream_without_a_descriptor_is_not_the_journal() -> None:
+    assert not is_journal_stream(io.StringIO(), {"JOURNAL_STREAM": "1:1"})
