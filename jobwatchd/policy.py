@@ -260,9 +260,17 @@ def _conclusion(
     reachable: bool | None,
 ) -> Decision:
     transitions, snapshot = conclude(job.snapshot, status)
+    fallback = _backoff(job, now, settings, models, rand)
+    if job.deadline <= now:
+        # A TIMEOUT the store refused: capped at the deadline, already behind us,
+        # the retry would come at once, over and over, against that store.
+        delay = poll_delay(
+            job.status, job.attempt, job.job_type, job.began_at, now, settings, models, rand
+        )
+        fallback = Reschedule(delay, fallback.attempt)
     return Decision(
         poll=None,
-        if_not_recorded=_backoff(job, now, settings, models, rand),
+        if_not_recorded=fallback,
         change=Change(transitions=tuple(transitions), snapshot=snapshot, response=None),
         concluded=status,
         rejections=rejections,

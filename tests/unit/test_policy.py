@@ -889,7 +889,8 @@ def test_learned_schedule_off_without_adaptive_settings() -> None:
             NOW,
             expect(
                 poll=None,
-                if_not_recorded=(0.0, 3),
+                # A TIMEOUT not recorded is retried after the backoff, not at once.
+                if_not_recorded=(8.0, 3),
                 change=[("job", "", RUNNING, TIMEOUT)],
                 snapshot=TIMEOUT,
                 concluded=TIMEOUT,
@@ -904,7 +905,7 @@ def test_learned_schedule_off_without_adaptive_settings() -> None:
             NOW,
             expect(
                 poll=None,
-                if_not_recorded=(0.0, 1),
+                if_not_recorded=(2.0, 1),
                 change=[("job", "", None, TIMEOUT)],
                 snapshot=TIMEOUT,
                 concluded=TIMEOUT,
