@@ -50,7 +50,7 @@ from jobwatchd.logs import get_logger
 from jobwatchd.metrics import Metrics
 from jobwatchd.models import StoredEvent
 from jobwatchd.options import read_secret
-from jobwatchd.sinks import SinkContext, create_sink
+from jobwatchd.sinks import SinkConfig, SinkContext, create_sink
 from jobwatchd.sinks.deadletters import DeadLetterService, DeadLetterStore
 from jobwatchd.store import Store, StoreUnavailableError
 from jobwatchd.systemd import Notifier
@@ -107,16 +107,19 @@ class Daemon:
         return SinkContext(state_dir=self.config.daemon.state_dir)
 
     def create_runners(self, config: Config) -> dict[str, SinkRunner]:
-        context = self._sink_context()
         return {
-            sink_config.name: SinkRunner(
-                create_sink(sink_config, context, index),
-                sink_config.filter,
-                self.store,
-                store_trouble=self._store_trouble,
-            )
+            sink_config.name: self._runner_for(sink_config, index)
             for index, sink_config in enumerate(config.sinks)
         }
+
+    def _runner_for(self, sink_config: SinkConfig, index: int) -> SinkRunner:
+        """The runner of the ``index``-th sink of the config."""
+        return SinkRunner(
+            create_sink(sink_config, self._sink_context(), index),
+            sink_config.filter,
+            self.store,
+            store_trouble=self._store_trouble,
+        )
 
     def _store_trouble(self, exc: Exception | None) -> None:
         """A sink runner found the store unavailable (``exc``), or answering again."""
@@ -162,8 +165,7 @@ class Daemon:
             return
         for index, sink_config in enumerate(self.config.sinks):
             if sink_config.name == name:
-                sink = create_sink(sink_config, self._sink_context(), index)
-                await self.start_runner(SinkRunner(sink, sink_config.filter, self.store))
+                await self.start_runner(self._runner_for(sink_config, index))
                 return
 
     async def _stop_sink_by_name(self, name: str) -> None:
