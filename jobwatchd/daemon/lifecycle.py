@@ -173,8 +173,6 @@ class Daemon:
             await self.stop_runner(name)
 
     def _on_events(self, events: Sequence[StoredEvent]) -> None:
-        if events:
-            self.health.last_seq = max(self.health.last_seq, events[-1].seq)
         for runner in self.runners.values():
             runner.notify()
         self.stream_hub.notify()
@@ -284,7 +282,6 @@ class Daemon:
         else:
             for runner in runners.values():
                 await self.start_runner(runner)
-        self.health.last_seq = await self.store.last_seq()
         await tracker.load_models()
         self.pollers = PollerPool(self.scheduler, tracker, self.config.polling.concurrency)
         self.pollers.start()

@@ -232,7 +232,11 @@ class EventHub:
         return self._wake
 
     def notify(self) -> None:
-        """New events were recorded: read them into the tail, then wake the streams."""
+        """New events were recorded: read them into the tail, then wake the streams.
+        With no stream open nothing is read (the next stream starts the tail again)."""
+        if self.open_streams == 0:
+            self._tail, self._tail_base = [], None
+            return
         self._stale = True
         if self._refresh_task is None or self._refresh_task.done():
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresh())

@@ -303,8 +303,7 @@ class Api:
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: the store is open and the API bound (upstream is informational)."""
         body = self.readiness()
-        store = body.get("store")
-        if isinstance(store, Mapping) and store.get("status") == "failing":
+        if self.tracker.store_failing:
             # Poll outcomes are not being recorded: take this instance out of rotation.
             return json_response({"status": "store failing", **body}, status=503)
         return json_response({"status": "ready", **body})

@@ -472,7 +472,12 @@ async def test_a_burst_is_read_from_the_log_once_whatever_the_number_of_streams(
 
 async def test_a_stream_behind_the_tail_catches_up_from_the_log(tmp_path: Path) -> None:
     settings = StreamSettings(tail=100, page=50)
-    async with hub_app(tmp_path, settings) as (store, hub, url), aiohttp.ClientSession() as session:
+    async with (
+        hub_app(tmp_path, settings) as (store, hub, url),
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/v1/events") as following,  # keeps the hub's tail going
+    ):
+        await Reader(following).until(lambda r: r.parser.last_id == "0", what="opening id")
         await _record(store, 10, job_id="early")
         hub.notify()
         await async_wait_until(lambda: hub._tail_base is not None, 10, what="the tail to start")
@@ -486,6 +491,15 @@ async def test_a_stream_behind_the_tail_catches_up_from_the_log(tmp_path: Path) 
             hub.notify()
             await reader.until(lambda r: len(r.events) == 1005, 20, what="live events")
         assert [int(m.id or 0) for m in reader.events] == list(range(1, 1006))
+
+
+async def test_with_no_stream_open_a_burst_reads_nothing(tmp_path: Path) -> None:
+    async with hub_app(tmp_path) as (store, hub, _):
+        await _record(store, 10)
+        store.log_reads = 0
+        hub.notify()
+        assert hub._refresh_task is None, "no read of the log was started"
+        assert store.log_reads == 0 and hub.stats()["store_reads"] == 0
 
 
 # -- the client's parser ---------------------------------------------------------------------
