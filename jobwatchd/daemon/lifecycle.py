@@ -241,7 +241,10 @@ class Daemon:
         )
         dead_letters = DeadLetterService(DeadLetterStore(self.config.daemon.state_dir), self._sinks)
         app = build_app(
-            self.api, self.stream_hub, DeadLetterHandlers(dead_letters), self.health.metrics_text
+            self.api,
+            self.stream_hub,
+            DeadLetterHandlers(dead_letters, body_timeout=self.config.api.body_timeout),
+            self.health.metrics_text,
         )
         self.metrics.watch(self.health.snapshot)
         self.api_runner = BoundedRunner(

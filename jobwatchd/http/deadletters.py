@@ -6,10 +6,9 @@ middleware renders as RFC 9457 problems.
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
-from jobwatchd.http.responses import json_response, problem
+from jobwatchd.http.responses import json_object, json_response, problem, read_body
 from jobwatchd.sinks.deadletters import MAX_REDELIVER_IDS, DeadLetterService, valid_sink_name
 from jobwatchd.validation import ValidationError, validate_id
 
@@ -23,8 +22,10 @@ def _sink_param(value: object, field_name: str) -> str:
 class DeadLetterHandlers:
     """The dead-letter routes' handlers, over a :class:`DeadLetterService`."""
 
-    def __init__(self, service: DeadLetterService) -> None:
+    def __init__(self, service: DeadLetterService, *, body_timeout: float) -> None:
         self.service = service
+        self.body_timeout = body_timeout
+        """Seconds a redelivery request may take to send its body (``api.body_timeout``)."""
 
     async def listing(self, request: web.Request) -> web.Response:
         """``GET /v1/dead-letters[?sink=NAME]``."""
@@ -38,12 +39,7 @@ class DeadLetterHandlers:
     async def redeliver(self, request: web.Request) -> web.Response:
         """``POST /v1/dead-letters/redeliver``: body ``{"sink"?: NAME, "event_ids": [...]}``
         or ``{"sink"?: NAME, "all": true}``."""
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError("body", f"invalid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body", "must be a JSON object")
+        body = json_object(await read_body(request, self.body_timeout))
         unknown = sorted(set(body) - {"sink", "event_ids", "all"})
         if unknown:
             raise ValidationError(unknown[0], "unknown field")

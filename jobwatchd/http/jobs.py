@@ -18,7 +18,14 @@ from jobwatchd.config import Config, ConfigError, parse_duration
 from jobwatchd.engine.tracker import Tracker, gc_paused
 from jobwatchd.http.openapi import build_document
 from jobwatchd.http.origin import OriginPolicy, browser_refusal
-from jobwatchd.http.responses import STORE_RETRY_AFTER, invalid, json_response, problem
+from jobwatchd.http.responses import (
+    STORE_RETRY_AFTER,
+    invalid,
+    json_object,
+    json_response,
+    problem,
+    read_body,
+)
 from jobwatchd.logs import get_logger
 from jobwatchd.models import JobRecord, NewJob
 from jobwatchd.store import ConflictError, StoreUnavailableError
@@ -146,25 +153,12 @@ class Api:
         """``POST /v1/jobs``: one job or ``{"jobs": [...]}``, atomically."""
         if not self.accepting:
             return problem(503, "Shutting down", "the daemon is draining; retry on another")
-        try:
-            async with asyncio.timeout(self.config.api.body_timeout):
-                raw = await request.read()
-        except TimeoutError:
-            return problem(
-                408,
-                "Request timeout",
-                f"the body took longer than {self.config.api.body_timeout:g} s (api.body_timeout)",
-            )
+        raw = await read_body(request, self.config.api.body_timeout)
         with gc_paused():  # a batch builds several objects per job
             return await self._register(raw)
 
     async def _register(self, raw: bytes) -> web.Response:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError("body", f"invalid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body", "must be a JSON object")
+        body = json_object(raw)
         batch = "jobs" in body
         if batch:
             if set(body) != {"jobs"}:

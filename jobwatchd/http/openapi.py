@@ -603,6 +603,7 @@ def _operations(config: Config) -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": _json(_ref("RedeliveryReport"), "What was redelivered."),
                     "400": bad,
+                    "408": _problem("The body took longer than api.body_timeout."),
                     "413": too_large,
                     "500": internal,
                 },

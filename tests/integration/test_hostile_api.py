@@ -266,10 +266,11 @@ async def test_idle_and_slow_header_connections_are_closed(bounded: Api, sent: b
     await writer.wait_closed()
 
 
-async def test_a_slow_body_gets_408(bounded: Api) -> None:
+@pytest.mark.parametrize("path", [b"/v1/jobs", b"/v1/dead-letters/redeliver"])
+async def test_a_slow_body_gets_408(bounded: Api, path: bytes) -> None:
     reader, writer = await _connect(bounded)
     writer.write(
-        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b'Content-Length: 100\r\n\r\n{"job_id"'
     )
     await writer.drain()
