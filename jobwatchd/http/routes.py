@@ -47,5 +47,6 @@ def build_app(
             *WebUi(jobs).routes(),
         ]
     )
+    app.on_response_prepare.append(WebUi.secure)
     app.on_shutdown.append(events.close)
     return app

@@ -436,10 +436,14 @@ async def test_security_headers_and_browser_rules(
                 assert resp.headers["X-Content-Type-Options"] == "nosniff"
         async with api.session.get(api.url + "/ui/static/app.css") as resp:
             assert resp.content_type == "text/css"
-        async with api.session.get(api.url + "/ui/static/..%2Fjobs.py") as resp:
-            assert resp.status == 404
-        async with api.session.get(api.url + "/ui/jobs/bad%20id") as resp:
-            assert resp.status == 400
+        # Error answers under /ui carry the headers too.
+        for path, status in (("/ui/static/..%2Fjobs.py", 404), ("/ui/jobs/bad%20id", 400)):
+            async with api.session.get(api.url + path) as resp:
+                assert resp.status == status
+                assert resp.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        async with api.session.get(api.url + "/v1/jobs") as resp:
+            assert "Content-Security-Policy" not in resp.headers
         # Another site's page cannot load or frame the view (the API's Origin rules).
         headers = {"Sec-Fetch-Site": "cross-site"}
         async with api.session.get(api.url + "/ui", headers=headers) as resp:

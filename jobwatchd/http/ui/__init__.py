@@ -182,6 +182,13 @@ class WebUi:
         """The tracker the API serves from."""
         return self.api.tracker
 
+    @staticmethod
+    async def secure(request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """Every ``/ui`` answer, errors included, carries :data:`SECURITY_HEADERS`
+        (an application's ``on_response_prepare`` hook)."""
+        if request.path == "/ui" or request.path.startswith("/ui/"):
+            response.headers.update(SECURITY_HEADERS)
+
     def routes(self) -> list[web.RouteDef]:
         """The ``/ui`` routes (shells and static files named as tokenless)."""
         shell = TOKENLESS_ROUTE_PREFIX
@@ -196,9 +203,7 @@ class WebUi:
 
     def _html(self, **page: Any) -> web.Response:
         text = render_page(token_required=self.api.token is not None, **page)
-        return web.Response(
-            text=text, content_type="text/html", charset="utf-8", headers=SECURITY_HEADERS
-        )
+        return web.Response(text=text, content_type="text/html", charset="utf-8")
 
     async def jobs_page(self, request: web.Request) -> web.Response:
         """``GET /ui``: the jobs list."""
@@ -228,7 +233,7 @@ class WebUi:
             body=asset.body,
             content_type=asset.content_type,
             charset="utf-8",
-            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache"},
         )
 
     async def summary(self, request: web.Request) -> web.Response:
@@ -244,7 +249,7 @@ class WebUi:
             )
         if not sinks:
             last_seq, _ = await self.tracker.event_log_lag(0)
-        response = json_response(
+        return json_response(
             {
                 "counts": counts,
                 "total": sum(counts.values()),
@@ -253,5 +258,3 @@ class WebUi:
                 "at": iso_time(time.time()),
             }
         )
-        response.headers.update(SECURITY_HEADERS)
-        return response
