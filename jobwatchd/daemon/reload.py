@@ -122,8 +122,8 @@ class Reloader:
             if current is not None and _same_connection(current, account):
                 self.daemon.clients[account.name].auth = auth
                 continue
-            client = client_for(account, index, new.polling.concurrency)
-            client.auth = auth
+            # The credentials were built (or kept) before anything changed.
+            client = client_for(account, index, new.polling.concurrency, auth)
             self.daemon.clients[account.name] = client
             self.daemon.spawn(self._swap_client(client, replaced), "swap-client")
         for name in previous.keys() - {account.name for account in new.accounts}:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from jobwatchd.backoff import BackoffPolicy
-from jobwatchd.cloud.auth import authenticator_for
+from jobwatchd.cloud.auth import Authenticator, authenticator_for
 from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.config import AccountConfig, Config, ConfigError
 from jobwatchd.engine.tracker import PollSettings
@@ -42,11 +42,14 @@ def poll_settings(config: Config) -> PollSettings:
     )
 
 
-def client_for(account: AccountConfig, index: int, pool_size: int) -> UpstreamClient:
-    """The upstream client of ``account`` (the ``index``-th in the config)."""
+def client_for(
+    account: AccountConfig, index: int, pool_size: int, auth: Authenticator | None = None
+) -> UpstreamClient:
+    """The upstream client of ``account`` (the ``index``-th in the config), with
+    ``auth``, or credentials built for it."""
     return UpstreamClient(
         endpoint=account.endpoint,
-        auth=authenticator_for(account, index),
+        auth=authenticator_for(account, index) if auth is None else auth,
         pool_size=pool_size,
         request_timeout=account.request_timeout,
         ca_file=account.ca_file,
