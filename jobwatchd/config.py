@@ -65,6 +65,7 @@ from jobwatchd.sinks import (
     SinkRegistry,
     render_sink_options,
 )
+from jobwatchd.sinks.deadletters import valid_sink_name
 from jobwatchd.sinks.log import LogOptions
 from jobwatchd.validation import ValidationError, is_valid_id, validate_labels
 
@@ -109,7 +110,6 @@ _STORE_SCHEMES: Final = ("postgresql", "postgres")
 _UNIX_PREFIX: Final = "unix:"
 _MAX_UNIX_PATH: Final = 107  # sun_path is 108 bytes including the terminating NUL
 
-_SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SINK_TYPE = re.compile(r"[a-z0-9_.-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -691,7 +691,7 @@ def _parse_sink(
         name = expect_str(table["name"], f"{prefix}.name")
     else:
         name = sink_type if ordinal == 1 else f"{sink_type}-{ordinal}"
-    if not _SINK_NAME.fullmatch(name):
+    if not valid_sink_name(name):
         raise ConfigError(
             f"{prefix}.name",
             f"must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' or '-', not {name!r}",

@@ -42,6 +42,7 @@ import aiohttp
 from yarl import URL
 
 from jobwatchd.logs import get_logger
+from jobwatchd.models import bounded_text
 from jobwatchd.net import USER_AGENT, location_origin, parse_retry_after, proxy_for, read_bounded
 from jobwatchd.options import (
     SECRET_MASK,
@@ -106,10 +107,7 @@ def scrub_answer(answer: bytes, secrets: Sequence[str] = ()) -> str:
     for pattern, replacement in _ECHOED_CREDENTIALS:
         text = pattern.sub(replacement, text)
     text = "".join(char if char.isprintable() else " " for char in text)
-    text = " ".join(text.split())
-    if len(text) > _REASON_BODY_CHARS:
-        text = text[: _REASON_BODY_CHARS - 1] + "\u2026"
-    return text
+    return bounded_text(" ".join(text.split()), _REASON_BODY_CHARS)
 
 
 def signature(keys: Sequence[bytes], message_id: str, timestamp: int, body: bytes) -> str:
