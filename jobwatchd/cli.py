@@ -250,6 +250,7 @@ async def _wait(
         timeout=timeout,
         on_final=None if quiet or live else plain,
         on_retry=_note,
+        follow_events=live,  # the live view shows sub-jobs as they change
     )
     result = await (_wait_live(waiter) if live else waiter.run())
     if as_json:

@@ -298,7 +298,6 @@ class AsyncClient:
         since: int | None = None,
         follow: bool = True,
         give_up_after: float | None = None,
-        on_open: Callable[[int], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> AsyncGenerator[SseMessage, None]:
         """The raw messages after event ``since`` (None: from now on), reconnecting
@@ -307,7 +306,6 @@ class AsyncClient:
         Without ``follow`` it ends once the events recorded so far were read.
         The first connection must succeed; later failures are retried with
         backoff, for ever or for ``give_up_after`` seconds of outage.
-        ``on_open(cursor)`` is called each time a stream starts.
         """
         cursor = since
         query = [*params, ("follow", "true" if follow else "false")]
@@ -328,8 +326,6 @@ class AsyncClient:
                         if not opened:
                             opened = connected_once = True
                             outage_since, delay = None, RECONNECT_MIN
-                            if on_open is not None and cursor is not None:
-                                on_open(cursor)
                         if message.event == CLOSED_EVENT:
                             closed_reason = _closed_reason(message.data)
                         elif message.data is not None:
@@ -469,7 +465,8 @@ def raise_for_result(result: WaitResult) -> None:
 
 class JobWaiter:
     """One wait: per unfinished job a long-poll (which the daemon answers when
-    the job ends or is cancelled), plus the event stream for live progress."""
+    the job ends or is cancelled), plus the event stream for live progress when
+    ``follow_events`` (by default: when there is an ``on_update``)."""
 
     def __init__(
         self,
@@ -481,8 +478,12 @@ class JobWaiter:
         on_update: Callable[[JobProgress], None] | None = None,
         on_final: Callable[[JobProgress], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
+        follow_events: bool | None = None,
     ) -> None:
         self.client = client
+        # The event stream only feeds progress between a job's start and end
+        # (the long-polls decide the outcome): opened when someone looks at it.
+        self._follow_events = on_update is not None if follow_events is None else follow_events
         started = time.monotonic()
         endless = timeout is not None and math.isinf(timeout)
         self.deadline = None if timeout is None or endless else started + timeout
@@ -509,7 +510,7 @@ class JobWaiter:
         for failure in reads:
             if isinstance(failure, BaseException):
                 raise failure
-        stream = asyncio.create_task(self._consume())
+        stream = asyncio.create_task(self._consume()) if self._follow_events else None
         try:
             watchers = [
                 asyncio.create_task(self._watch(progress))
@@ -528,9 +529,10 @@ class JobWaiter:
                     await asyncio.gather(*watchers, return_exceptions=True)
             await self._last_read()
         finally:
-            stream.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ClientError):
-                await stream
+            if stream is not None:
+                stream.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClientError):
+                    await stream
         jobs: list[Job] = []
         outcomes: list[str] = []
         for progress in self.progress.values():
