@@ -98,13 +98,12 @@ class Health:
 
     async def metrics_text(self) -> bytes:
         # State that needs the store is refreshed here, then read synchronously.
-        self.jobs_by_status = await self.daemon.store.count_by_status()
-        self.last_seq = await self.daemon.store.last_seq()
-        self._sink_lag = {}
-        for runner in self.daemon.runners.values():
-            oldest = await self.daemon.store.recorded_at_after(runner.position)
-            if oldest is not None:
-                self._sink_lag[runner.name] = oldest
+        tracker = self.daemon.tracker
+        assert tracker is not None
+        self.jobs_by_status = await tracker.count_by_status()
+        positions = {runner.name: runner.position for runner in self.daemon.runners.values()}
+        self.last_seq, pending = await tracker.event_log_lag(positions)
+        self._sink_lag = {name: at for name, at in pending.items() if at is not None}
         return self.daemon.metrics.render()
 
     def status_line(self) -> str:

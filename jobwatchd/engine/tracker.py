@@ -346,11 +346,18 @@ class Tracker:
         """How many tracked jobs have each status (one query)."""
         return await self.store.count_by_status()
 
-    async def event_log_lag(self, position: int) -> tuple[int, float | None]:
-        """The event log's newest sequence number, and when the first event after
-        ``position`` was recorded (None when there is none): how far a reader at
-        ``position`` is behind."""
-        return await self.store.last_seq(), await self.store.recorded_at_after(position)
+    async def event_log_lag(
+        self, positions: Mapping[str, int]
+    ) -> tuple[int, dict[str, float | None]]:
+        """The event log's newest sequence number, and for each reader's position
+        when the first event after it was recorded (None when there is none):
+        how far each reader (a sink) is behind."""
+        newest = await self.store.last_seq()
+        pending = {
+            name: await self.store.recorded_at_after(position)
+            for name, position in positions.items()
+        }
+        return newest, pending
 
     async def delete(self, job_id: str) -> bool:
         """Stop tracking ``job_id``."""

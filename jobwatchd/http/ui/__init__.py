@@ -241,14 +241,8 @@ class WebUi:
         log's newest id, each sink's backlog and lag."""
         counts = await self.tracker.count_by_status()
         sinks = self.api.readiness().get("sinks", {})
-        last_seq = 0
-        first_pending_at: dict[str, float | None] = {}
-        for name, stats in sinks.items():
-            last_seq, first_pending_at[name] = await self.tracker.event_log_lag(
-                int(stats.get("position", 0))
-            )
-        if not sinks:
-            last_seq, _ = await self.tracker.event_log_lag(0)
+        positions = {name: int(stats.get("position", 0)) for name, stats in sinks.items()}
+        last_seq, first_pending_at = await self.tracker.event_log_lag(positions)
         return json_response(
             {
                 "counts": counts,
