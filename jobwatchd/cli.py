@@ -34,8 +34,9 @@ from jobwatchd.config import (
     render_effective,
     resolve_config_path,
 )
-from jobwatchd.models import EVENT_TYPES
+from jobwatchd.models import DEFAULT_SERVICE, EVENT_TYPES
 from jobwatchd.safetext import printable, terminal_json
+from jobwatchd.services import SERVICES
 from jobwatchd.validation import ValidationError, parse_label_selector, validate_id
 
 EXIT_USAGE = 2
@@ -211,8 +212,24 @@ def _sub_jobs(job: dict[str, Any]) -> str:
     return f" sub-jobs {done}/{printable(total)}"
 
 
+def _percent(job: dict[str, Any]) -> str:
+    progress = job.get("progress")
+    percent = progress.get("percent") if isinstance(progress, dict) else None
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        return ""
+    return f" {percent:g}%"
+
+
+def _service(job: dict[str, Any]) -> str:
+    service = job.get("service")
+    return f" [{printable(service)}]" if service and service != DEFAULT_SERVICE else ""
+
+
 def _summary(job: dict[str, Any]) -> str:
-    line = f"{printable(job['job_id'])} {printable(job['status'])}{_sub_jobs(job)}"
+    line = (
+        f"{printable(job['job_id'])}{_service(job)} {printable(job['status'])}"
+        f"{_sub_jobs(job)}{_percent(job)}"
+    )
     if job.get("error_code") or job.get("fail_reason"):
         line += (
             f" error={printable(job.get('error_code'))}"
@@ -304,6 +321,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     specs = [
         JobSpec(
             job_id=validate_id(job_id, "JOB_ID"),
+            service=args.service or None,
             project_id=args.project_id or None,
             account=args.account or None,
             labels=labels or None,
@@ -344,6 +362,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 0
         print(_summary(job))
         for key in (
+            "service",
             "project_id",
             "account",
             "job_type",
@@ -373,7 +392,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         jobs: list[dict[str, Any]] = []
         if args.limit is None or args.limit > 0:
             async with contextlib.aclosing(
-                client.list(status=args.status or None, labels=labels)
+                client.list(status=args.status or None, labels=labels, service=args.service or None)
             ) as listing:
                 async for item in listing:
                     jobs.append(dict(item.raw))
@@ -634,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     register = command("register", cmd_register, "Start tracking jobs.", client=True)
     register.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    register.add_argument(
+        "--service",
+        choices=list(SERVICES),
+        metavar="SERVICE",
+        help="the service whose job API tracks the jobs (default ecs; one of"
+        f" {', '.join(SERVICES)})",
+    )
     register.add_argument("--project-id")
     register.add_argument("--account")
     register.add_argument("--label", action="append", default=[], metavar="K=V")
@@ -654,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = command("list", cmd_list, "List tracked jobs.", client=True)
     listing.add_argument("--status")
+    listing.add_argument("--service", choices=list(SERVICES), metavar="SERVICE")
     listing.add_argument("--label", action="append", default=[], metavar="K=V")
     listing.add_argument("--limit", type=int)
     listing.add_argument("--json", action="store_true")

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import tomli_w
 
 from jobwatchd.logs import get_logger
-from jobwatchd.models import EVENT_TYPES
+from jobwatchd.models import DEFAULT_SERVICE, EVENT_TYPES
 from jobwatchd.options import (
     MAX_DURATION,
     ConfigError,
@@ -57,6 +57,13 @@ from jobwatchd.options import (
     toml_number,
     toml_size,
     type_error,
+)
+from jobwatchd.services import (
+    SERVICES,
+    ServiceError,
+    endpoint_for,
+    validate_region,
+    validate_suffix,
 )
 from jobwatchd.sinks import (
     OptionScope,
@@ -185,20 +192,33 @@ class ApiConfig:
         return None if isinstance(target, Path) else target[1]
 
 
+_NO_ENDPOINTS: Mapping[str, str] = MappingProxyType({})
+_NO_RATE_LIMITS: Mapping[str, float] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountConfig:
-    """One ``[[accounts]]`` entry: an endpoint, a project and how to authenticate.
+    """One ``[[accounts]]`` entry: where its services are, a project and how to authenticate.
 
     Only paths to credentials are kept here, never their contents. With
     ``auth = "aksk"`` a missing ``ak_file``/``sk_file`` means "read
     ``$HUAWEICLOUD_SDK_AK``/``$HUAWEICLOUD_SDK_SK``".
+
+    A service's endpoint is ``endpoints[service]``, else ``endpoint`` for ECS,
+    else the host derived from ``region`` (and ``domain_suffix``); see
+    :meth:`endpoint_of`. ``rate_limit`` applies to each service on its own
+    (the vendor throttles per API), ``rate_limits`` overrides it per service.
     """
 
     name: str
-    endpoint: str
+    endpoint: str | None = None
     project_id: str
     auth: AuthMode = "aksk"
     rate_limit: float = 20.0
+    region: str | None = None
+    domain_suffix: str | None = None
+    endpoints: Mapping[str, str] = field(default_factory=lambda: _NO_ENDPOINTS, hash=False)
+    rate_limits: Mapping[str, float] = field(default_factory=lambda: _NO_RATE_LIMITS, hash=False)
     request_timeout: float = 10.0
     token_file: Path | None = None
     ak_file: Path | None = None
@@ -213,6 +233,40 @@ class AccountConfig:
     """Bytes of an upstream answer's body (after decompression) read at most."""
     max_sub_jobs: int = 5000
     """Sub-jobs in one job document accepted at most."""
+
+    def endpoint_of(self, service: str) -> str | None:
+        """The base URL of ``service``'s job API for this account; None when the
+        account has none (no override, and no region offering it)."""
+        override = self.endpoints.get(service)
+        if override is not None:
+            return override
+        if service == DEFAULT_SERVICE and self.endpoint is not None:
+            return self.endpoint
+        if self.region is None or service not in SERVICES:
+            return None
+        try:
+            return str(endpoint_for(service, self.region, domain_suffix=self.domain_suffix))
+        except ServiceError:  # not offered in this region (Open Telekom Cloud)
+            return None
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services this account can poll, in the catalogue's order."""
+        return tuple(self.service_endpoints)
+
+    def rate_limit_of(self, service: str) -> float:
+        """Polls per second allowed to ``service``'s API for this account."""
+        return self.rate_limits.get(service, self.rate_limit)
+
+    def rate_limits_by_service(self, share: int = 1) -> dict[str, float]:
+        """Every service's rate limit, divided by ``share`` (a fleet's live instances)."""
+        return {name: self.rate_limit_of(name) / share for name in SERVICES}
+
+    @property
+    def service_endpoints(self) -> dict[str, str]:
+        """The base URL of each service this account can poll."""
+        found = {name: self.endpoint_of(name) for name in SERVICES}
+        return {name: url for name, url in found.items() if url is not None}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -483,9 +537,13 @@ def _parse_allowed_hosts(value: object) -> tuple[str, ...]:
 _ACCOUNT_KEYS: Final = (
     "name",
     "endpoint",
+    "region",
+    "domain_suffix",
+    "endpoints",
     "project_id",
     "auth",
     "rate_limit",
+    "rate_limits",
     "request_timeout",
     "token_file",
     "ak_file",
@@ -514,7 +572,7 @@ _AUTH_ONLY_KEYS: Final[Mapping[str, AuthMode]] = {
 def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) -> AccountConfig:
     check_keys(table, prefix, _ACCOUNT_KEYS)
     name = _identifier(required(table, "name", prefix), f"{prefix}.name")
-    endpoint = expect_url(required(table, "endpoint", prefix), f"{prefix}.endpoint", endpoint=True)
+    endpoint, region, domain_suffix, endpoints = _parse_endpoints(table, prefix)
     project_id = _identifier(required(table, "project_id", prefix), f"{prefix}.project_id")
     defaults = field_defaults(AccountConfig)
     auth = expect_choice(table.get("auth", defaults["auth"]), f"{prefix}.auth", get_args(AuthMode))
@@ -528,6 +586,7 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) 
     )
     if rate_limit <= 0:
         raise ConfigError(f"{prefix}.rate_limit", "must be greater than 0")
+    rate_limits = _parse_rate_limits(table.get("rate_limits", {}), f"{prefix}.rate_limits")
     request_timeout = parse_duration(
         table.get("request_timeout", defaults["request_timeout"]), f"{prefix}.request_timeout"
     )
@@ -566,9 +625,13 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) 
         max_response_size=max_response_size,
         max_sub_jobs=max_sub_jobs,
         endpoint=endpoint,
+        region=region,
+        domain_suffix=domain_suffix,
+        endpoints=endpoints,
         project_id=project_id,
         auth=auth,
         rate_limit=rate_limit,
+        rate_limits=rate_limits,
         request_timeout=request_timeout,
         token_file=secret("token_file", needed=auth == "token"),
         ak_file=secret("ak_file"),
@@ -586,6 +649,62 @@ def _parse_account(table: Mapping[str, object], prefix: str, ctx: ParseContext) 
         password_file=secret("password_file", needed=iam),
         ca_file=ca_file,
     )
+
+
+def _service_key(service: object, key: str) -> str:
+    if not isinstance(service, str) or service not in SERVICES:
+        shown = repr(service)[:80]
+        raise ConfigError(key, f"unknown service {shown}: known are {', '.join(SERVICES)}")
+    return service
+
+
+def _parse_endpoints(
+    table: Mapping[str, object], prefix: str
+) -> tuple[str | None, str | None, str | None, Mapping[str, str]]:
+    """``endpoint``, ``region``, ``domain_suffix`` and ``endpoints`` of an account:
+    at least one of ``endpoint``, ``region`` or ``endpoints`` must place a service."""
+    endpoint = None
+    if "endpoint" in table:
+        endpoint = expect_url(table["endpoint"], f"{prefix}.endpoint", endpoint=True)
+    region = None
+    if "region" in table:
+        try:
+            region = validate_region(expect_str(table["region"], f"{prefix}.region"))
+        except ServiceError as exc:
+            raise ConfigError(f"{prefix}.region", str(exc)) from None
+    domain_suffix = None
+    if "domain_suffix" in table:
+        if region is None:
+            raise ConfigError(f"{prefix}.domain_suffix", "only used with a region")
+        try:
+            domain_suffix = validate_suffix(
+                expect_str(table["domain_suffix"], f"{prefix}.domain_suffix")
+            )
+        except ServiceError as exc:
+            raise ConfigError(f"{prefix}.domain_suffix", str(exc)) from None
+    raw = expect_table(table.get("endpoints", {}), f"{prefix}.endpoints")
+    endpoints = {
+        _service_key(service, f"{prefix}.endpoints"): expect_url(
+            url, f"{prefix}.endpoints.{service}", endpoint=True
+        )
+        for service, url in raw.items()
+    }
+    if endpoint is None and region is None and not endpoints:
+        raise ConfigError(
+            f"{prefix}.endpoint", "required unless the account has a region or endpoints"
+        )
+    return endpoint, region, domain_suffix, MappingProxyType(endpoints)
+
+
+def _parse_rate_limits(value: object, key: str) -> Mapping[str, float]:
+    limits: dict[str, float] = {}
+    for service, limit in expect_table(value, key).items():
+        name = _service_key(service, key)
+        number = expect_number(limit, f"{key}.{name}")
+        if number <= 0:
+            raise ConfigError(f"{key}.{name}", "must be greater than 0")
+        limits[name] = number
+    return MappingProxyType(limits)
 
 
 def _parse_accounts(data: Mapping[str, object], ctx: ParseContext) -> tuple[AccountConfig, ...]:
@@ -830,9 +949,16 @@ def _render_account(account: AccountConfig) -> dict[str, object]:
         {
             "name": account.name,
             "endpoint": account.endpoint,
+            "region": account.region,
+            "domain_suffix": account.domain_suffix,
+            "endpoints": dict(account.endpoints) or None,
             "project_id": account.project_id,
             "auth": account.auth,
             "rate_limit": toml_number(account.rate_limit),
+            "rate_limits": {
+                service: toml_number(limit) for service, limit in account.rate_limits.items()
+            }
+            or None,
             "request_timeout": toml_duration(account.request_timeout),
             "token_file": text(account.token_file),
             "ak_file": text(account.ak_file),

@@ -37,7 +37,9 @@ def _job_data(
     entities = job.entities
     total: int | None = None
     succeeded = failed = 0
+    progress = job.progress
     if response is not None:
+        progress = response.progress
         total, succeeded, failed = (
             response.sub_jobs_total,
             response.sub_jobs_succeeded,
@@ -54,6 +56,7 @@ def _job_data(
         "job_id": job.job_id,
         "project_id": job.project_id,
         "account": job.account,
+        "service": job.service,
         "job_type": job.job_type,
         "from": transition.from_status,
         "to": transition.to_status,
@@ -66,6 +69,7 @@ def _job_data(
         "sub_jobs_total": total,
         "sub_jobs_succeeded": succeeded,
         "sub_jobs_failed": failed,
+        "progress": progress,
         "labels": job.labels,
         "observed_at": observed_at,
     }
@@ -88,6 +92,7 @@ def _subjob_data(job: JobRecord, transition: Transition, observed_at: str) -> di
         "end_time": sub.end_time,
         "project_id": job.project_id,
         "account": job.account,
+        "service": job.service,
         "labels": job.labels,
         "observed_at": observed_at,
     }
@@ -114,7 +119,7 @@ def build_events(
         cloud_event = {
             "specversion": "1.0",
             "id": identifier,
-            "source": f"/jobwatchd/{job.account}",
+            "source": f"/jobwatchd/{job.account}/{job.service}",
             "type": event_type,
             "subject": subject,
             "time": when,

@@ -32,6 +32,9 @@ JOB_TRANSITION = "jobwatchd.job.transition"
 SUBJOB_TRANSITION = "jobwatchd.subjob.transition"
 EVENT_TYPES = frozenset({JOB_TRANSITION, SUBJOB_TRANSITION})
 
+DEFAULT_SERVICE = "ecs"
+"""The service a job belongs to unless its registration names another."""
+
 
 def upstream_status(status: str) -> str:
     """The status jobwatchd records for an upstream ``status``: unchanged, except
@@ -72,6 +75,7 @@ class NewJob:
     job_id: str
     project_id: str
     account: str
+    service: str = DEFAULT_SERVICE
     labels: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None
 
@@ -83,12 +87,14 @@ class JobRecord:
     ``snapshot`` holds what the state machine needs to diff the next response
     (sub-job statuses and per-subject transition counts); it is opaque JSON.
     ``version`` increases with every write, so a write can be made conditional
-    on the state it was computed from.
+    on the state it was computed from. ``progress`` is the percentage
+    upstream reported at the last write, when its format reports one.
     """
 
     job_id: str
     project_id: str
     account: str
+    service: str = DEFAULT_SERVICE
     status: str = PENDING
     job_type: str | None = None
     begin_time: str | None = None
@@ -104,6 +110,7 @@ class JobRecord:
     last_error: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     snapshot: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
     version: int = 0
 
     @property

@@ -73,6 +73,16 @@ class JobAnswer(ReportedState, Protocol):
     """A job as upstream reported it in one answer, with its sub-jobs."""
 
     @property
+    def job_id(self) -> str | None:
+        """The job the answer says it is about (None: not said)."""
+        ...
+
+    @property
+    def progress(self) -> float | None:
+        """The percentage done upstream reports, when its format has one."""
+        ...
+
+    @property
     def sub_jobs(self) -> Sequence[SubJobAnswer]:
         """The sub-jobs, in upstream's order."""
         ...

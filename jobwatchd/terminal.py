@@ -114,10 +114,15 @@ class WaitProgress:
         table.add_column("JOB")
         table.add_column("STATUS")
         table.add_column("SUB-JOBS", justify="right")
+        table.add_column("DONE", justify="right")
         table.add_column("ELAPSED", justify="right")
         for item in rows:
             total = item.sub_total
             subs = "" if not total else f"{item.sub_done}/{total}"
+            done = "" if item.percent is None else f"{item.percent:g}%"
+            name = item.job_id
+            if item.service and item.service != "ecs":
+                name = f"{name} [{item.service}]"
             marker: RenderableType = (
                 Text("✓" if item.status == "SUCCESS" else "✗")
                 if item.terminal
@@ -125,9 +130,10 @@ class WaitProgress:
             )
             table.add_row(
                 marker,
-                cell(item.job_id),
+                cell(name),
                 status_text(item.status),
                 cell(subs),
+                cell(done),
                 _elapsed(item.elapsed(now)),
             )
         if not hidden:

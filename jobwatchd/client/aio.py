@@ -183,6 +183,7 @@ class AsyncClient:
         self,
         jobs: str | JobSpec | Iterable[str | JobSpec],
         *,
+        service: str | None = None,
         project_id: str | None = None,
         account: str | None = None,
         labels: Mapping[str, str] | None = None,
@@ -200,7 +201,12 @@ class AsyncClient:
             item
             if isinstance(item, JobSpec)
             else JobSpec(
-                job_id=item, project_id=project_id, account=account, labels=labels, timeout=timeout
+                job_id=item,
+                service=service,
+                project_id=project_id,
+                account=account,
+                labels=labels,
+                timeout=timeout,
             )
             for item in items
         ]
@@ -224,15 +230,18 @@ class AsyncClient:
         *,
         status: str | None = None,
         labels: Mapping[str, str] | None = None,
+        service: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> AsyncGenerator[Job, None]:
-        """Every tracked job (with this ``status``, having all these ``labels``),
-        page by page as it is iterated."""
+        """Every tracked job (with this ``status`` and ``service``, having all
+        these ``labels``), page by page as it is iterated."""
         after: str | None = None
         while True:
             params = [("limit", str(page_size))]
             if status:
                 params.append(("status", status))
+            if service:
+                params.append(("service", service))
             params.extend(("label", f"{key}={value}") for key, value in (labels or {}).items())
             if after:
                 params.append(("after", after))

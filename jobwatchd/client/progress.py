@@ -21,6 +21,9 @@ class JobProgress:
     terminal: bool = False
     sub_total: int | None = None
     sub_status: dict[str, str] = field(default_factory=dict)
+    percent: float | None = None
+    """The percentage done upstream last reported (its format having one)."""
+    service: str | None = None
     ended: float | None = None
     job: Job | None = None
     """The latest job read from the daemon."""
@@ -65,6 +68,9 @@ class JobProgress:
         """Take a job read from the daemon."""
         self.job = job
         self.status = job.status
+        self.service = job.service
+        if job.percent is not None:
+            self.percent = job.percent
         self._entities(job.raw.get("entities"))
         if job.terminal:
             self.mark_ended()
@@ -74,6 +80,9 @@ class JobProgress:
         if event_type == JOB_TRANSITION:
             self.status = str(data.get("to"))
             self._entities(data.get("entities"))
+            percent = data.get("progress")
+            if isinstance(percent, int | float) and not isinstance(percent, bool):
+                self.percent = float(percent)
             total = data.get("sub_jobs_total")
             if isinstance(total, int):
                 self.sub_total = total

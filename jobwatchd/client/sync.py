@@ -102,6 +102,7 @@ class Client:
         self,
         jobs: str | JobSpec | Iterable[str | JobSpec],
         *,
+        service: str | None = None,
         project_id: str | None = None,
         account: str | None = None,
         labels: Mapping[str, str] | None = None,
@@ -112,7 +113,12 @@ class Client:
             jobs = list(jobs)
         return self._call(
             self._async.register(
-                jobs, project_id=project_id, account=account, labels=labels, timeout=timeout
+                jobs,
+                service=service,
+                project_id=project_id,
+                account=account,
+                labels=labels,
+                timeout=timeout,
             )
         )
 
@@ -125,10 +131,13 @@ class Client:
         *,
         status: str | None = None,
         labels: Mapping[str, str] | None = None,
+        service: str | None = None,
         page_size: int = 1000,
     ) -> Iterator[Job]:
         """See :meth:`AsyncClient.list`."""
-        return self._iterate(self._async.list(status=status, labels=labels, page_size=page_size))
+        return self._iterate(
+            self._async.list(status=status, labels=labels, service=service, page_size=page_size)
+        )
 
     def cancel(self, job_id: str) -> None:
         """See :meth:`AsyncClient.cancel`."""

@@ -47,6 +47,12 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _percent(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value <= 100 else None
+
+
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -97,6 +103,8 @@ class Job:
     terminal: bool
     project_id: str | None = None
     account: str | None = None
+    service: str | None = None
+    """The cloud service whose job API tracks the job (``ecs``, ``evs``, ``cce``...)."""
     job_type: str | None = None
     begin_time: str | None = None
     end_time: str | None = None
@@ -105,6 +113,8 @@ class Job:
     labels: Mapping[str, str] = field(default_factory=dict)
     sub_jobs: tuple[SubJob, ...] = ()
     sub_jobs_total: int | None = None
+    percent: float | None = None
+    """The percentage done upstream last reported (None: its format reports none)."""
     polls: int | None = None
     last_error: Mapping[str, Any] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -124,12 +134,14 @@ class Job:
         )
         labels = doc.get("labels")
         last_error = doc.get("last_error")
+        progress = _mapping(doc.get("progress"))
         return cls(
             job_id=str(doc["job_id"]),
             status=str(doc["status"]),
             terminal=doc.get("terminal") is True,
             project_id=_str(doc.get("project_id")),
             account=_str(doc.get("account")),
+            service=_str(doc.get("service")),
             job_type=_str(doc.get("job_type")),
             begin_time=_str(doc.get("begin_time")),
             end_time=_str(doc.get("end_time")),
@@ -138,6 +150,7 @@ class Job:
             labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
             sub_jobs=sub_jobs,
             sub_jobs_total=_int(entities.get("sub_jobs_total")),
+            percent=_percent(progress.get("percent")),
             polls=_int(doc.get("polls")),
             last_error=last_error if isinstance(last_error, dict) else None,
             raw=doc,
@@ -237,6 +250,8 @@ class JobSpec:
     """A job to register: the id the cloud returned, and how to track it."""
 
     job_id: str
+    service: str | None = None
+    """The service whose job API to poll (``evs``, ``cce``...); default ``ecs``."""
     project_id: str | None = None
     """Default: the account's ``project_id``."""
     account: str | None = None
@@ -248,6 +263,8 @@ class JobSpec:
     def to_body(self) -> dict[str, Any]:
         """The registration document of ``POST /v1/jobs``."""
         body: dict[str, Any] = {"job_id": self.job_id}
+        if self.service is not None:
+            body["service"] = self.service
         if self.project_id is not None:
             body["project_id"] = self.project_id
         if self.account is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,10 @@ import orjson
 from yarl import URL
 
 from jobwatchd.cloud.auth import Authenticator
-from jobwatchd.cloud.ecs import (
-    MAX_SUB_JOBS,
-    MalformedResponse,
-    TooManySubJobs,
-    parse_response,
-)
+from jobwatchd.cloud.ecs import MAX_SUB_JOBS, JobResponse, MalformedResponse, TooManySubJobs
 from jobwatchd.cloud.errors import MAX_RESPONSE_SIZE, vendor_error
-from jobwatchd.models import MAX_TEXT_LENGTH, bounded_text
+from jobwatchd.cloud.formats import DOCUMENT_KEYS, JobNotListed, poll_parser
+from jobwatchd.models import DEFAULT_SERVICE, MAX_TEXT_LENGTH, bounded_text
 from jobwatchd.net import USER_AGENT, location_origin, parse_retry_after, proxy_for, read_bounded
 from jobwatchd.outcome import (
     JOB_ID_MISMATCH_CODE,
@@ -40,7 +36,10 @@ from jobwatchd.outcome import (
     UpstreamError,
     too_large,
 )
+from jobwatchd.services import ECS_PATH, Service, ServiceError, service
 from jobwatchd.validation import is_valid_id
+
+DEFAULT_FORMAT = "ecs"
 
 # Gateway codes that mean "slow down", whatever the HTTP status says.
 THROTTLE_CODES = frozenset({"APIGW.0308", "Common.1503"})
@@ -70,10 +69,13 @@ def classify(
     now: float,
     job_id: str | None = None,
     max_sub_jobs: int = MAX_SUB_JOBS,
+    answer_format: str = DEFAULT_FORMAT,
 ) -> Outcome:
-    """Map one HTTP answer to an :class:`Outcome`. Pure.
+    """Map one HTTP answer, in ``answer_format`` (:mod:`jobwatchd.cloud.formats`),
+    to an :class:`Outcome`. Pure.
 
-    With ``job_id``, a job document naming another job is an upstream error.
+    With ``job_id``, a job document naming another job is an upstream error,
+    and a list-style answer that does not hold it means the job is not found.
     A redirect is an error too (it is never followed), reported with the
     origin of its ``Location`` only.
     """
@@ -90,22 +92,14 @@ def classify(
     if (
         status == 200
         and isinstance(decoded, Mapping)
-        and "status" in decoded
+        and DOCUMENT_KEYS[answer_format] in decoded
         and not isinstance(decoded.get("error"), Mapping)
     ):
         # A job document: its error_code/fail_reason describe the job, not the
         # query. Only top-level code/message report a query problem.
-        if job_id is not None and (mismatch := _other_job(decoded, job_id)) is not None:
-            return mismatch
         code, message = _optional(decoded, "code"), _optional(decoded, "message")
         if code is None and message is None:  # the common case: a plain job document
-            try:
-                response = parse_response(decoded, max_sub_jobs=max_sub_jobs)
-            except TooManySubJobs as exc:
-                return _failed(OutcomeKind.REJECTED, status, TOO_LARGE_CODE, str(exc), "")
-            except MalformedResponse as exc:
-                return _failed(OutcomeKind.TRANSIENT, status, None, None, str(exc))
-            return Outcome(kind=OutcomeKind.OBSERVED, response=response)
+            return _observed(decoded, answer_format, job_id, max_sub_jobs, None)
     else:
         code, message = vendor_error(decoded)
 
@@ -121,14 +115,8 @@ def classify(
     if status == 200:
         if decoded is None:
             return _failed(OutcomeKind.TRANSIENT, status, code, message, "malformed JSON body")
-        try:
-            response = parse_response(decoded, max_sub_jobs=max_sub_jobs)
-        except TooManySubJobs as exc:
-            return _failed(OutcomeKind.REJECTED, status, TOO_LARGE_CODE, str(exc), "")
-        except MalformedResponse as exc:
-            return _failed(OutcomeKind.TRANSIENT, status, code, message, str(exc))
-        kept = _error(code, message or "", status)
-        return Outcome(kind=OutcomeKind.OBSERVED, response=response, error=kept)
+        kept = _error(code, message or "", status) if code or message else None
+        return _observed(decoded, answer_format, job_id, max_sub_jobs, kept)
     if status == 404 or (status == 400 and code in NOT_FOUND_CODES):
         return _failed(OutcomeKind.NOT_FOUND, status, code, message, "job not found")
     if status in (401, 403):
@@ -136,6 +124,31 @@ def classify(
     if status == 408 or status >= 500 or status < 400:
         return _failed(OutcomeKind.TRANSIENT, status, code, message, f"HTTP {status}")
     return _failed(OutcomeKind.REJECTED, status, code, message, f"HTTP {status}")
+
+
+def _observed(
+    decoded: object,
+    answer_format: str,
+    job_id: str | None,
+    max_sub_jobs: int,
+    kept: UpstreamError | None,
+) -> Outcome:
+    """The outcome of a 200 answer read as a job document; ``kept`` is a
+    query problem reported beside it."""
+    try:
+        answer = poll_parser(answer_format)(decoded, job_id=job_id, max_sub_jobs=max_sub_jobs)
+    except TooManySubJobs as exc:
+        return _failed(OutcomeKind.REJECTED, 200, TOO_LARGE_CODE, str(exc), "")
+    except JobNotListed as exc:
+        return _failed(OutcomeKind.NOT_FOUND, 200, None, str(exc), "")
+    except MalformedResponse as exc:
+        code, message = (None, None) if kept is None else (kept.code, kept.message)
+        return _failed(OutcomeKind.TRANSIENT, 200, code, message or None, str(exc))
+    # The ECS document's own job_id, even when it is not a string.
+    reported = answer.body.get("job_id") if isinstance(answer, JobResponse) else answer.job_id
+    if job_id is not None and (mismatch := _other_job(reported, job_id)) is not None:
+        return mismatch
+    return Outcome(kind=OutcomeKind.OBSERVED, response=answer, error=kept)
 
 
 def _failed(
@@ -161,9 +174,8 @@ def _error(code: str | None, message: str, status: int | None) -> UpstreamError:
     return UpstreamError(code=code, message=message, http_status=status)
 
 
-def _other_job(document: Mapping[str, Any], job_id: str) -> Outcome | None:
-    """An error outcome when ``document`` names a job other than ``job_id``."""
-    reported = document.get("job_id")
+def _other_job(reported: object, job_id: str) -> Outcome | None:
+    """An error outcome when the document is about a job other than ``job_id``."""
     if reported is None or reported == job_id:
         return None
     shown = bounded_text(reported, 80) if isinstance(reported, str) else type(reported).__name__
@@ -176,13 +188,29 @@ def _other_job(document: Mapping[str, Any], job_id: str) -> Outcome | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where one service's jobs are queried, and how its answers read."""
+
+    service: Service
+    base: str
+    proxy: str | None
+    answer_format: str
+
+
 class UpstreamClient:
-    """Queries one account's endpoint with a pooled keep-alive session."""
+    """Queries one account's services with one pooled keep-alive session.
+
+    ``endpoint`` is the ECS job API's base URL (None: the account polls no
+    ECS jobs); ``endpoints`` adds or overrides any service's, by name
+    (:mod:`jobwatchd.services`).
+    """
 
     def __init__(
         self,
         *,
-        endpoint: str,
+        endpoint: str | None = None,
+        endpoints: Mapping[str, str] | None = None,
         auth: Authenticator,
         pool_size: int,
         request_timeout: float,
@@ -190,7 +218,11 @@ class UpstreamClient:
         max_response_size: int = MAX_RESPONSE_SIZE,
         max_sub_jobs: int = MAX_SUB_JOBS,
     ) -> None:
-        self.endpoint = URL(endpoint)
+        every = dict(endpoints or {})
+        if endpoint is not None:
+            every.setdefault(DEFAULT_SERVICE, endpoint)
+        self.endpoints: Mapping[str, URL] = {name: URL(url) for name, url in every.items()}
+        self.endpoint: URL | None = self.endpoints.get(DEFAULT_SERVICE)
         self.max_response_size = max_response_size
         self.max_sub_jobs = max_sub_jobs
         self.auth = auth
@@ -199,8 +231,22 @@ class UpstreamClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
-        self.proxy = proxy_for(self.endpoint)
-        self._base = str(self.endpoint).rstrip("/")
+        self._targets = {
+            name: _Target(
+                service=service(name),
+                base=str(url).rstrip("/"),
+                proxy=proxy_for(url),
+                answer_format=service(name).answer_format,
+            )
+            for name, url in self.endpoints.items()
+        }
+        ecs = self._targets.get(DEFAULT_SERVICE)
+        self.proxy = None if ecs is None else ecs.proxy
+
+    @property
+    def services(self) -> frozenset[str]:
+        """The services this client can query."""
+        return frozenset(self._targets)
 
     async def start(self) -> None:
         """Open the connection pool."""
@@ -222,27 +268,42 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
-    def job_url(self, project_id: str, job_id: str) -> URL:
-        """The status URL; refuses ids that could escape the path."""
+    def _target(self, name: str) -> _Target:
+        target = self._targets.get(name)
+        if target is None:
+            raise ServiceError(f"this account has no endpoint for the {name} job API")
+        return target
+
+    def job_url(self, project_id: str, job_id: str, service: str = DEFAULT_SERVICE) -> URL:
+        """The status URL of ``service``; refuses ids that could escape the path."""
         if not is_valid_id(project_id) or not is_valid_id(job_id):
             raise ValueError("invalid project or job id")
+        target = self._target(service)
+        entry = target.service
         # Validated ids need no quoting: one string join instead of four yarl joins.
-        return URL(f"{self._base}/v1/{project_id}/jobs/{job_id}", encoded=True)
+        if entry.path == ECS_PATH:
+            url = URL(f"{target.base}/v1/{project_id}/jobs/{job_id}", encoded=True)
+        else:
+            path = entry.path.format(project_id=project_id, job_id=job_id)
+            url = URL(f"{target.base}{path}", encoded=True)
+        return url if entry.query_key is None else url.with_query({entry.query_key: job_id})
 
-    async def query(self, project_id: str, job_id: str) -> Outcome:
-        """Poll one job once (retrying immediately only after a refreshed credential)."""
+    async def query(self, project_id: str, job_id: str, service: str = DEFAULT_SERVICE) -> Outcome:
+        """Poll one job of ``service`` once (retrying immediately only after a
+        refreshed credential)."""
         if self._session is None:
             raise RuntimeError("client is not started")
-        url = self.job_url(project_id, job_id)
+        target = self._target(service)
+        url = self.job_url(project_id, job_id, service)
         for attempt in range(2):
             headers: dict[str, str] = {}
             try:
                 await self.auth.apply("GET", url, headers)
                 # Never follow a redirect: it would carry the credentials elsewhere.
                 async with self._session.get(
-                    url, headers=headers, proxy=self.proxy, allow_redirects=False
+                    url, headers=headers, proxy=target.proxy, allow_redirects=False
                 ) as resp:
-                    outcome = await self._classify(resp, job_id)
+                    outcome = await self._classify(resp, job_id, target.answer_format)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 name = type(exc).__name__
                 detail = str(exc) or name
@@ -259,7 +320,9 @@ class UpstreamClient:
             return outcome
         return outcome
 
-    async def _classify(self, resp: aiohttp.ClientResponse, job_id: str) -> Outcome:
+    async def _classify(
+        self, resp: aiohttp.ClientResponse, job_id: str, answer_format: str
+    ) -> Outcome:
         status = resp.status
         if 300 <= status < 400:  # the body of a redirect is of no use
             resp.close()
@@ -279,4 +342,5 @@ class UpstreamClient:
             now=time.time(),
             job_id=job_id,
             max_sub_jobs=self.max_sub_jobs,
+            answer_format=answer_format,
         )

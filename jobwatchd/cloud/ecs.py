@@ -159,6 +159,17 @@ class JobResponse(NamedTuple):
         return sum(1 for sub in self.sub_jobs if sub.status == FAIL)
 
     @property
+    def progress(self) -> float | None:
+        """The ECS format reports no percentage (progress is the sub-jobs done)."""
+        return None
+
+    @property
+    def job_id(self) -> str | None:
+        """The job the document is about, as it says (checked against the one asked for)."""
+        value = self.body.get("job_id")
+        return value if isinstance(value, str) else None
+
+    @property
     def unexpected_statuses(self) -> frozenset[str]:
         """Statuses outside INIT/RUNNING/SUCCESS/FAIL, passed through but worth a log line."""
         if self.status in UPSTREAM_STATUSES and all(

@@ -1,4 +1,4 @@
-"""The answer formats of the services' job APIs (:mod:`jobwatchd.cloud.services`),
+"""The answer formats of the services' job APIs (:mod:`jobwatchd.services`),
 one adapter each behind one interface: a decoded body in, a
 :class:`ServiceAnswer` (a :class:`jobwatchd.statemachine.JobAnswer`) out, or
 :class:`~jobwatchd.cloud.ecs.MalformedResponse`. Pure, no I/O.
@@ -44,12 +44,15 @@ from jobwatchd.models import (
     is_terminal,
     upstream_status,
 )
+from jobwatchd.statemachine import JobAnswer
 
 __all__ = [
+    "DOCUMENT_KEYS",
     "FORMATS",
     "AnswerFormat",
     "JobNotListed",
     "MalformedResponse",
+    "PollParser",
     "ServiceAnswer",
     "ServiceSubJob",
     "TooManySubJobs",
@@ -64,6 +67,7 @@ __all__ = [
     "parse_rds",
     "parse_rds_list",
     "parse_sfs_turbo",
+    "poll_parser",
 ]
 
 
@@ -87,6 +91,21 @@ class ServiceSubJob:
     fail_reason: str | None = None
     begin_time: str | None = None
     end_time: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The sub-job in the ECS family's shape (``status`` is jobwatchd's,
+        ``upstream_status`` the vendor's word)."""
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "upstream_status": self.upstream_status,
+            "job_type": self.job_type,
+            "entities": self.entities,
+            "error_code": self.error_code,
+            "fail_reason": self.fail_reason,
+            "begin_time": self.begin_time,
+            "end_time": self.end_time,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +143,20 @@ class ServiceAnswer:
     def terminal(self) -> bool:
         """Whether the mapped status ends tracking."""
         return is_terminal(self.status)
+
+    @property
+    def recorded_entities(self) -> dict[str, Any]:
+        """What a job's record keeps as its entities: the vendor's, plus the
+        sub-jobs in the ECS family's shape (``sub_jobs``, ``sub_jobs_total``)
+        when the format lists them elsewhere, so every service's job object
+        reads alike."""
+        if not self.sub_jobs or "sub_jobs" in self.entities:
+            return self.entities
+        return {
+            **self.entities,
+            "sub_jobs": [sub.to_json() for sub in self.sub_jobs],
+            "sub_jobs_total": self.sub_jobs_total,
+        }
 
     @property
     def sub_jobs_succeeded(self) -> int:
@@ -697,7 +730,53 @@ FORMATS: Mapping[str, AnswerFormat] = MappingProxyType(
         "sfs-turbo": parse_sfs_turbo,
     }
 )
-"""Every answer format by the name :class:`jobwatchd.cloud.services.Service` uses."""
+"""Every answer format by the name :class:`jobwatchd.services.Service` uses."""
+
+DOCUMENT_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "ecs": "status",
+        "evs": "status",
+        "ims": "status",
+        "eip": "status",
+        "cce": "status",
+        "elb": "job",
+        "rds": "job",
+        "rds-list": "jobs",
+        "dcs": "status",
+        "sfs-turbo": "status",
+    }
+)
+"""The top-level key a format's job document always has: a 200 answer without
+it (and any answer with an ``error`` object) is read as an error body."""
+
+
+class PollParser(Protocol):
+    """What polling reads an answer with: as :class:`AnswerFormat`, but any
+    :class:`~jobwatchd.statemachine.JobAnswer` will do."""
+
+    def __call__(
+        self, body: object, *, job_id: str | None = None, max_sub_jobs: int = MAX_SUB_JOBS
+    ) -> JobAnswer: ...
+
+
+def _parse_ecs_shape(
+    body: object, *, job_id: str | None = None, max_sub_jobs: int = MAX_SUB_JOBS
+) -> JobAnswer:
+    return parse_response(_top(body), max_sub_jobs=max_sub_jobs)
+
+
+_LAZY_FORMATS: Final = frozenset({"ecs", "evs", "eip"})
+"""Formats that are the ECS document as it is, with only other resource ids
+(:func:`parse_ecs`, :func:`parse_evs`, :func:`parse_eip` differ in nothing a poll
+reads): polls read them with :func:`jobwatchd.cloud.ecs.parse_response`,
+whose lazy answer costs a quarter of a :class:`ServiceAnswer`."""
+
+
+def poll_parser(answer_format: str) -> PollParser:
+    """The parser polls of ``answer_format`` use; :class:`KeyError` if unknown."""
+    if answer_format not in FORMATS:
+        raise KeyError(f"unknown answer format {answer_format!r}: known are {', '.join(FORMATS)}")
+    return _parse_ecs_shape if answer_format in _LAZY_FORMATS else FORMATS[answer_format]
 
 
 def parse_answer(

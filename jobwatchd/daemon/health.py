@@ -39,13 +39,14 @@ class Health:
         """The body of ``/readyz``: counts and per-account upstream state."""
         tracker = self.daemon.tracker
         assert tracker is not None
-        accounts = {
-            name: {
-                "paused_for": round(self.daemon.scheduler.paused_for(name), 3),
+        accounts = {}
+        for name in self.daemon.clients:
+            pauses = self.daemon.scheduler.pauses(name)
+            accounts[name] = {
+                "paused_for": round(max(pauses.values(), default=0.0), 3),
+                "paused": {service: round(left, 3) for service, left in pauses.items()},
                 **tracker.account_state(name),
             }
-            for name in self.daemon.clients
-        }
         return {
             "store": tracker.store_state(),
             "active_jobs": len(tracker.active),
@@ -88,7 +89,8 @@ class Health:
             jobs_by_status=self.jobs_by_status,
             sinks=sinks,
             paused_seconds={
-                name: self.daemon.scheduler.paused_for(name) for name in self.daemon.clients
+                name: max(self.daemon.scheduler.pauses(name).values(), default=0.0)
+                for name in self.daemon.clients
             },
             polls_in_flight=self.daemon.pollers.in_flight if self.daemon.pollers else 0,
             streams=self.daemon.stream_hub.stats(),

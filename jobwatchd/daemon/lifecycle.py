@@ -101,7 +101,7 @@ class Daemon:
     def _build_clients(self) -> None:
         for index, account in enumerate(self.config.accounts):
             self.clients[account.name] = client_for(account, index, self.config.polling.concurrency)
-            self.scheduler.configure_account(account.name, account.rate_limit)
+            self.scheduler.configure_account(account.name, account.rate_limits_by_service())
 
     def _sink_context(self) -> SinkContext:
         return SinkContext(state_dir=self.config.daemon.state_dir)

@@ -24,12 +24,18 @@ log = get_logger("jobwatchd.daemon")
 
 def _same_connection(old: AccountConfig, new: AccountConfig) -> bool:
     return (
-        old.endpoint,
+        old.service_endpoints,
         old.request_timeout,
         old.ca_file,
         old.max_response_size,
         old.max_sub_jobs,
-    ) == (new.endpoint, new.request_timeout, new.ca_file, new.max_response_size, new.max_sub_jobs)
+    ) == (
+        new.service_endpoints,
+        new.request_timeout,
+        new.ca_file,
+        new.max_response_size,
+        new.max_sub_jobs,
+    )
 
 
 def _needs_new_credentials(old: AccountConfig | None, new: AccountConfig) -> bool:
@@ -112,7 +118,7 @@ class Reloader:
     ) -> None:
         previous = {account.name: account for account in old.accounts}
         for index, account in enumerate(new.accounts):
-            self.daemon.scheduler.configure_account(account.name, account.rate_limit)
+            self.daemon.scheduler.configure_account(account.name, account.rate_limits_by_service())
             current = previous.get(account.name)
             replaced = self.daemon.clients.get(account.name)
             auth = authenticators.get(account.name)

@@ -18,6 +18,8 @@ from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.config import AccountConfig, Config, ConfigError
 from jobwatchd.engine.tracker import PollSettings
 from jobwatchd.learning import AdaptivePolicy
+from jobwatchd.models import DEFAULT_SERVICE
+from jobwatchd.services import SERVICES
 from jobwatchd.store import FleetStore, Store
 from jobwatchd.store.postgresql import PostgresStore
 from jobwatchd.store.sqlite import SQLiteStore
@@ -48,7 +50,7 @@ def client_for(
     """The upstream client of ``account`` (the ``index``-th in the config), with
     ``auth``, or credentials built for it."""
     return UpstreamClient(
-        endpoint=account.endpoint,
+        endpoints=account.service_endpoints,
         auth=authenticator_for(account, index) if auth is None else auth,
         pool_size=pool_size,
         request_timeout=account.request_timeout,
@@ -104,8 +106,14 @@ def fleet_lease(config: Config) -> float:
 
 
 def simulated(config: Config, endpoint: str) -> Config:
-    """``config`` with its default account pointed at the simulator (no credentials)."""
-    default = dataclasses.replace(config.accounts[0], endpoint=endpoint, auth="none")
+    """``config`` with its default account pointed at the simulator (no
+    credentials): ECS at its root, every service under its own prefix."""
+    default = dataclasses.replace(
+        config.accounts[0],
+        endpoint=endpoint,
+        endpoints={name: f"{endpoint}/{name}" for name in SERVICES if name != DEFAULT_SERVICE},
+        auth="none",
+    )
     return dataclasses.replace(config, accounts=(default, *config.accounts[1:]))
 
 

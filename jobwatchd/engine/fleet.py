@@ -146,7 +146,9 @@ class Fleet:
     def share_rate_limits(self) -> None:
         """Each account's rate limit, divided among the live instances."""
         for account in self._config().accounts:
-            self.scheduler.configure_account(account.name, account.rate_limit / self.live)
+            self.scheduler.configure_account(
+                account.name, account.rate_limits_by_service(self.live)
+            )
 
     async def _claim(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,8 +1,12 @@
-"""The poll schedule: one heap of next-poll times per account, drained by the pollers.
+"""The poll schedule: one heap of next-poll times per lane, drained by the pollers.
+
+A lane is one account's polls of one service's API (:func:`lane_key`): the
+vendor rate-limits and throttles each API on its own, so each lane has its own
+token bucket and its own throttling pause.
 
 There is no task, sleep or timer per job. A poller that finishes a poll takes
-the next due job straight from the heaps (earliest first, accounts in turn,
-within each account's rate limit and throttling pause); only when nothing is
+the next due job straight from the heaps (earliest first, lanes in turn,
+within each lane's rate limit and throttling pause); only when nothing is
 due does it wait, and one dispatcher task wakes it when a job becomes due.
 Memory and CPU are proportional to polls, not to jobs: a tracked job costs
 one dict entry and one heap entry. The pollers' number bounds the polls in
@@ -16,15 +20,20 @@ import collections
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from jobwatchd.ratelimit import TokenBucket
 
 
+def lane_key(account: str, service: str) -> str:
+    """The lane of ``account``'s polls of ``service`` (account names hold no '/')."""
+    return f"{account}/{service}"
+
+
 @dataclass(slots=True)
-class _AccountLane:
-    account: str
+class _Lane:
+    key: str
     bucket: TokenBucket
     heap: list[tuple[float, int, str]] = field(default_factory=list)
     paused_until: float = 0.0
@@ -35,32 +44,49 @@ class Scheduler:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lanes: dict[str, _AccountLane] = {}
-        self._order: list[_AccountLane] = []
+        self._lanes: dict[str, _Lane] = {}
+        self._order: list[_Lane] = []
+        self._rates: dict[str, float] = {}
         self._next_lane = 0
         self._due: dict[str, float] = {}
         self._counter = itertools.count()
         self._wakeup = asyncio.Event()
-        # Pollers waiting for a job, each handed (job_id, account) by run().
+        # Pollers waiting for a job, each handed (job_id, lane) by run().
         self._idle: collections.deque[asyncio.Future[tuple[str, str]]] = collections.deque()
 
-    def configure_account(self, account: str, rate_limit: float) -> None:
-        """Create or update ``account``'s lane with its rate limit (burst = rate)."""
-        burst = max(1.0, rate_limit)
-        lane = self._lanes.get(account)
-        if lane is None:
-            lane = _AccountLane(account, TokenBucket(rate_limit, burst, self._clock()))
-            self._lanes[account] = lane
-            self._order.append(lane)
-        else:
-            lane.bucket.update(rate_limit, burst, self._clock())
+    def configure_lane(self, lane: str, rate_limit: float) -> None:
+        """Set ``lane``'s rate limit (burst = rate). The lane itself is made when
+        its first job is scheduled, so lanes without jobs cost nothing per poll."""
+        self._rates[lane] = rate_limit
+        known = self._lanes.get(lane)
+        if known is not None:
+            known.bucket.update(rate_limit, max(1.0, rate_limit), self._clock())
         self._wakeup.set()
 
-    def schedule(self, job_id: str, account: str, delay: float) -> None:
-        """Poll ``job_id`` after ``delay`` seconds, replacing any earlier plan."""
+    def configure_account(self, account: str, rate_limits: Mapping[str, float]) -> None:
+        """Set the rate limit of each of ``account``'s lanes, by service."""
+        for service, rate_limit in rate_limits.items():
+            self.configure_lane(lane_key(account, service), rate_limit)
+
+    def _lane(self, key: str) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            rate = self._rates[key]  # KeyError: a lane never configured
+            lane = _Lane(key, TokenBucket(rate, max(1.0, rate), self._clock()))
+            self._lanes[key] = lane
+            self._order.append(lane)
+        return lane
+
+    @property
+    def lanes(self) -> list[str]:
+        """The lanes that have had jobs, in the order they are taken in turn."""
+        return [lane.key for lane in self._order]
+
+    def schedule(self, job_id: str, lane: str, delay: float) -> None:
+        """Poll ``job_id`` in ``lane`` after ``delay`` seconds, replacing any earlier plan."""
         due = self._clock() + max(0.0, delay)
         self._due[job_id] = due
-        heapq.heappush(self._lanes[account].heap, (due, next(self._counter), job_id))
+        heapq.heappush(self._lane(lane).heap, (due, next(self._counter), job_id))
         if self._idle:  # busy pollers look at the heaps themselves when done
             self._wakeup.set()
 
@@ -68,14 +94,24 @@ class Scheduler:
         """Forget ``job_id``; a stale heap entry is skipped when it surfaces."""
         self._due.pop(job_id, None)
 
-    def pause(self, account: str, seconds: float) -> None:
-        """Stop dispatching ``account``'s jobs for ``seconds`` (throttling)."""
-        lane = self._lanes[account]
-        lane.paused_until = max(lane.paused_until, self._clock() + seconds)
+    def pause(self, lane: str, seconds: float) -> None:
+        """Stop dispatching ``lane``'s jobs for ``seconds`` (throttling)."""
+        held = self._lane(lane)
+        held.paused_until = max(held.paused_until, self._clock() + seconds)
 
-    def paused_for(self, account: str) -> float:
-        """Seconds left of ``account``'s pause (0 when not paused)."""
-        return max(0.0, self._lanes[account].paused_until - self._clock())
+    def paused_for(self, lane: str) -> float:
+        """Seconds left of ``lane``'s pause (0 when not paused, or never used)."""
+        held = self._lanes.get(lane)
+        return 0.0 if held is None else max(0.0, held.paused_until - self._clock())
+
+    def pauses(self, account: str) -> dict[str, float]:
+        """Seconds left of each paused lane of ``account``, by service."""
+        prefix, now = f"{account}/", self._clock()
+        return {
+            lane.key.removeprefix(prefix): lane.paused_until - now
+            for lane in self._order
+            if lane.key.startswith(prefix) and lane.paused_until > now
+        }
 
     def due_in(self, job_id: str) -> float | None:
         """Seconds until ``job_id`` is due, or None when it is not scheduled."""
@@ -85,7 +121,7 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._due)
 
-    def _head(self, lane: _AccountLane) -> tuple[float, str] | None:
+    def _head(self, lane: _Lane) -> tuple[float, str] | None:
         """The lane's earliest live entry, dropping stale ones."""
         while lane.heap:
             due, _, job_id = lane.heap[0]
@@ -94,14 +130,14 @@ class Scheduler:
             heapq.heappop(lane.heap)
         return None
 
-    def _ready_at(self, lane: _AccountLane, now: float) -> float | None:
+    def _ready_at(self, lane: _Lane, now: float) -> float | None:
         head = self._head(lane)
         if head is None:
             return None
         return max(head[0], lane.paused_until, now + lane.bucket.wait_time(now))
 
     def _take(self, now: float) -> tuple[str, str] | None:
-        """Pop a job that may be polled now, trying the accounts in turn."""
+        """Pop a job that may be polled now, trying the lanes in turn."""
         lanes = self._order
         count = len(lanes)
         for offset in range(count):
@@ -112,7 +148,7 @@ class Scheduler:
                 _, _, job_id = heapq.heappop(lane.heap)
                 del self._due[job_id]
                 self._next_lane = index + 1
-                return job_id, lane.account
+                return job_id, lane.key
         return None
 
     def take_due(self) -> str | None:
@@ -133,8 +169,8 @@ class Scheduler:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 # Handed a job, then cancelled before taking it: keep it scheduled.
-                job_id, account = waiter.result()
-                self.schedule(job_id, account, 0.0)
+                job_id, lane = waiter.result()
+                self.schedule(job_id, lane, 0.0)
             raise
         return job_id
 

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwatchd.cloud.client import UpstreamClient
-from jobwatchd.engine.scheduler import Scheduler
+from jobwatchd.cloud.formats import ServiceAnswer
+from jobwatchd.engine.scheduler import Scheduler, lane_key
 from jobwatchd.events import build_events
 from jobwatchd.learning import MAX_MODELS, DurationModel, learnable_type
 from jobwatchd.logs import get_logger
 from jobwatchd.metrics import Metrics, status_label
 from jobwatchd.models import (
+    DEFAULT_SERVICE,
     FAIL,
     SUCCESS,
     JobRecord,
@@ -93,6 +95,9 @@ class ActiveJob:
     job_id: str
     project_id: str
     account: str
+    service: str = DEFAULT_SERVICE
+    lane: str = ""
+    """The scheduler lane: the account's rate limit for the service (derived when not given)."""
     status: str
     version: int
     deadline: float
@@ -104,6 +109,12 @@ class ActiveJob:
     last_error: dict[str, Any] | None = None
     job_type: str | None = None
     began_at: float | None = None
+    progress: float | None = None
+    """The percentage upstream reported at the last poll (its format having one)."""
+
+    def __post_init__(self) -> None:
+        if not self.lane:
+            self.lane = lane_key(self.account, self.service)
 
 
 @dataclass(slots=True)
@@ -253,16 +264,20 @@ class Tracker:
                 job_type,
                 begin_time,
                 snapshot,
+                service,
             ) = record
             if job_id in active or job_id in deleted:
                 continue
             account = intern(account)
+            lane = intern(lane_key(account, service))
             job_type = job_type and intern(job_type)
             began_at = parse_time(begin_time) if begin_time else None
             active[job_id] = ActiveJob(
                 job_id=job_id,
                 project_id=intern(project_id),
                 account=account,
+                service=intern(service),
+                lane=lane,
                 status=intern(status),
                 version=version,
                 deadline=registered_at + (timeout or default_timeout),
@@ -273,13 +288,14 @@ class Tracker:
                 began_at=began_at,
             )
             index_overdue(job_type, account, began_at)
-            schedule(job_id, account, rand() * spread)
+            schedule(job_id, lane, rand() * spread)
             count += 1
         return count
 
     def _activate(self, record: JobRecord | ActiveRecord, *, delay: float) -> None:
         job_id = record.job_id
         account = sys.intern(record.account)
+        lane = sys.intern(lane_key(account, record.service))
         snapshot = record.snapshot
         job_type = record.job_type and sys.intern(record.job_type)
         began_at = parse_time(record.begin_time) if record.begin_time else None
@@ -289,6 +305,8 @@ class Tracker:
             job_id=job_id,
             project_id=sys.intern(record.project_id),
             account=account,
+            service=sys.intern(record.service),
+            lane=lane,
             status=sys.intern(record.status),
             version=record.version,
             deadline=record.registered_at + (record.timeout or self.settings.timeout),
@@ -299,7 +317,7 @@ class Tracker:
             began_at=began_at,
         )
         self._overdue.add(job_type, account, began_at)
-        self.scheduler.schedule(job_id, account, delay)
+        self.scheduler.schedule(job_id, lane, delay)
 
     # -- registration and queries -------------------------------------------------
 
@@ -322,6 +340,7 @@ class Tracker:
                     job_id=job.job_id,
                     project_id=job.project_id,
                     account=job.account,
+                    service=job.service,
                 )
             else:
                 log.info("jobs.registered", count=created)
@@ -338,9 +357,13 @@ class Tracker:
         labels: Mapping[str, str] | None = None,
         limit: int = 100,
         after: str | None = None,
+        service: str | None = None,
     ) -> list[JobRecord]:
-        """A page of tracked jobs, by id, after the ``after`` id; filtered by status and labels."""
-        return await self.store.list_jobs(status=status, labels=labels, limit=limit, after=after)
+        """A page of tracked jobs, by id, after the ``after`` id; filtered by
+        status, service and labels."""
+        return await self.store.list_jobs(
+            status=status, labels=labels, limit=limit, after=after, service=service
+        )
 
     async def count_by_status(self) -> dict[str, int]:
         """How many tracked jobs have each status (one query)."""
@@ -437,14 +460,15 @@ class Tracker:
         """The job object the API serves (docs/http-api.md), with live counters for an
         active job."""
         live = self.active.get(record.job_id)
-        polls, last_error = record.polls, record.last_error
+        polls, last_error, percent = record.polls, record.last_error, record.progress
         if live is not None and live.version == record.version:
-            polls, last_error = live.polls, live.last_error
+            polls, last_error, percent = live.polls, live.last_error, live.progress
         next_poll = self.next_poll_at(record.job_id) if not record.terminal else None
         return {
             "job_id": record.job_id,
             "project_id": record.project_id,
             "account": record.account,
+            "service": record.service,
             "status": record.status,
             "terminal": record.terminal,
             "job_type": record.job_type,
@@ -459,6 +483,7 @@ class Tracker:
             "polls": polls,
             "next_poll_at": None if next_poll is None else iso_time(next_poll),
             "last_error": last_error,
+            "progress": progress_of(record, percent),
             "history": record.history,
         }
 
@@ -495,7 +520,7 @@ class Tracker:
         account = job.account
         started = time.monotonic()
         try:
-            outcome = await self.clients[account].query(job.project_id, job.job_id)
+            outcome = await self.clients[account].query(job.project_id, job.job_id, job.service)
         except Exception as exc:  # credentials unreadable, and the like: retry later
             outcome = Outcome(
                 kind=OutcomeKind.TRANSIENT,
@@ -557,6 +582,8 @@ class Tracker:
         )
         if decision.reachable is not None:
             self._note_account(job.account, outcome, decision.reachable)
+        if outcome.response is not None:
+            job.progress = outcome.response.progress
         self._take(job, decision, now)
         if decision.change is None:
             self._schedule(job, decision.poll)
@@ -581,7 +608,8 @@ class Tracker:
         if line is not None:
             getattr(log, line.level)(line.event, **line.fields)
         if decision.pause_account is not None:
-            self.scheduler.pause(job.account, decision.pause_account)
+            # The vendor throttles per API: only this account's polls of this service wait.
+            self.scheduler.pause(job.lane, decision.pause_account)
             self.metrics.rate_limit_pauses.labels(job.account).inc()
 
     async def _record(self, job: ActiveJob, decision: Decision, now: float) -> None:
@@ -593,7 +621,7 @@ class Tracker:
     def _schedule(self, job: ActiveJob, plan: Reschedule | None) -> None:
         if plan is not None:
             job.attempt = plan.attempt
-            self.scheduler.schedule(job.job_id, job.account, plan.delay)
+            self.scheduler.schedule(job.job_id, job.lane, plan.delay)
 
     async def _write(self, job: ActiveJob, change: Change, now: float) -> bool:
         """Persist a change with its events; True when it was recorded."""
@@ -607,7 +635,12 @@ class Tracker:
                 record.end_time = response.end_time
                 record.error_code = response.error_code
                 record.fail_reason = response.fail_reason
-                record.entities = response.entities
+                record.entities = (
+                    response.recorded_entities
+                    if isinstance(response, ServiceAnswer)
+                    else response.entities
+                )
+                record.progress = response.progress
             record.status = snapshot.status
             record.snapshot = snapshot.to_json()
             record.updated_at = now
@@ -757,3 +790,15 @@ class Tracker:
     def duration_model(self, job_type: str) -> DurationModel | None:
         """The learned model of ``job_type``, if any."""
         return self._models.by_type.get(job_type)
+
+
+def progress_of(record: JobRecord, percent: float | None) -> dict[str, Any]:
+    """How far a job is: the percentage upstream reports (``percent``, None when
+    its format has none) and its sub-jobs done of their total, from the
+    sub-job statuses last recorded."""
+    subs = record.snapshot.get("sub_jobs") if record.snapshot else None
+    done = sum(1 for seen in subs.values() if is_terminal(seen[0])) if subs else 0
+    total = (record.entities or {}).get("sub_jobs_total")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = len(subs) if subs else None
+    return {"percent": percent, "sub_jobs_done": done, "sub_jobs_total": total}

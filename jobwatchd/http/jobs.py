@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from jobwatchd import __version__
-from jobwatchd.config import Config, ConfigError, parse_duration
+from jobwatchd.config import AccountConfig, Config, ConfigError, parse_duration
 from jobwatchd.engine.tracker import Tracker, gc_paused
 from jobwatchd.http.openapi import build_document
 from jobwatchd.http.origin import OriginPolicy, browser_refusal
@@ -27,7 +27,8 @@ from jobwatchd.http.responses import (
     read_body,
 )
 from jobwatchd.logs import get_logger
-from jobwatchd.models import JobRecord, NewJob
+from jobwatchd.models import DEFAULT_SERVICE, JobRecord, NewJob
+from jobwatchd.services import SERVICES
 from jobwatchd.store import ConflictError, StoreUnavailableError
 from jobwatchd.validation import (
     ValidationError,
@@ -43,7 +44,7 @@ MAX_WAIT_SECONDS = 3600.0
 TOKENLESS_ROUTE_PREFIX = "ui_shell"
 """Routes whose name starts with this are served without the token."""
 MAX_LIST_LIMIT = 1000
-_REGISTRATION_KEYS = frozenset({"job_id", "project_id", "account", "labels", "timeout"})
+_REGISTRATION_KEYS = frozenset({"job_id", "service", "project_id", "account", "labels", "timeout"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -65,6 +66,7 @@ class Api:
         self._draining = asyncio.Event()
         self._openapi: bytes | None = None
         self._origin_policy = OriginPolicy.for_api(config.api)
+        self._services = _services_by_account(config)
 
     @property
     def accepting(self) -> bool:
@@ -177,10 +179,11 @@ class Api:
         try:
             results = await self.tracker.register(jobs)
         except ConflictError as exc:
+            what = "project" if exc.field == "project_id" else exc.field
             return problem(
                 409,
                 "Conflict",
-                f"job {exc.job_id} is already tracked under another project",
+                f"job {exc.job_id} is already tracked under another {what}",
                 job_id=exc.job_id,
             )
         created = sum(1 for result in results if result.created)
@@ -204,7 +207,8 @@ class Api:
         if "job_id" not in item:
             raise ValidationError(f"{prefix}job_id", "is required")
         job_id = validate_id(item["job_id"], f"{prefix}job_id")
-        if len(item) == 1:  # the common case: a bare id, everything else defaults
+        if len(item) == 1 and DEFAULT_SERVICE in self._services[self.config.default_account.name]:
+            # The common case: a bare id, everything else defaults.
             default = self.config.default_account
             return NewJob(job_id=job_id, project_id=default.project_id, account=default.name)
         project_id = None
@@ -222,6 +226,7 @@ class Api:
             )
         if account is None:
             account = self.config.default_account
+        service = self._service(item.get("service"), account, f"{prefix}service")
         labels = validate_labels(item.get("labels"), f"{prefix}labels")
         raw_timeout = item.get("timeout")
         if isinstance(raw_timeout, str):
@@ -234,9 +239,25 @@ class Api:
             job_id=job_id,
             project_id=project_id or account.project_id,
             account=account.name,
+            service=service,
             labels=labels,
             timeout=timeout,
         )
+
+    def _service(self, name: object, account: AccountConfig, key: str) -> str:
+        """``name`` (ECS when None) if it is a known service ``account`` has an endpoint for."""
+        if name is None:
+            name = DEFAULT_SERVICE
+        elif not isinstance(name, str) or name not in SERVICES:
+            shown = repr(name)[:80]
+            raise ValidationError(key, f"unknown service {shown}: known are {', '.join(SERVICES)}")
+        if name not in self._services[account.name]:
+            raise ValidationError(
+                key,
+                f"account {account.name!r} has no endpoint for {name}: give the account a"
+                f" region, or endpoints.{_toml_key(name)}, in the config",
+            )
+        return name
 
     async def get_job(self, request: web.Request) -> web.Response:
         """``GET /v1/jobs/{job_id}``, long-polling with ``?wait=SECONDS``."""
@@ -271,13 +292,16 @@ class Api:
         status = query.get("status")
         if status is not None and not (1 <= len(status) <= 64 and status.isascii()):
             raise ValidationError("status", "must be a status name")
+        service = query.get("service")
+        if service is not None and service not in SERVICES:
+            raise ValidationError("service", f"unknown service: known are {', '.join(SERVICES)}")
         labels = dict(parse_label_selector(value) for value in query.getall("label", []))
         limit = int(_number_param(request, "limit", 1, MAX_LIST_LIMIT, default=100, integer=True))
         after = query.get("after")
         if after is not None:
             validate_id(after, "after")
         records = await self.tracker.list_jobs(
-            status=status, labels=labels, limit=limit, after=after
+            status=status, labels=labels, limit=limit, after=after, service=service
         )
         views = [self.tracker.view(record) for record in records]
         next_cursor = records[-1].job_id if len(records) == limit else None
@@ -307,6 +331,7 @@ class Api:
         self.config = config
         self._openapi = None
         self._origin_policy = OriginPolicy.for_api(config.api)
+        self._services = _services_by_account(config)
 
     async def openapi(self, request: web.Request) -> web.Response:
         """``GET /openapi.json``: the OpenAPI 3.1 description of this API."""
@@ -344,3 +369,13 @@ def _number_param(
     if not math.isfinite(value) or not low <= value <= high:
         raise ValidationError(name, f"must be between {low:g} and {high:g}")
     return value
+
+
+def _toml_key(name: str) -> str:
+    """``name`` as a TOML key (quoted when it has a '-')."""
+    return name if name.isidentifier() else f'"{name}"'
+
+
+def _services_by_account(config: Config) -> dict[str, frozenset[str]]:
+    """The services each account has an endpoint for."""
+    return {account.name: frozenset(account.services) for account in config.accounts}

@@ -14,7 +14,8 @@ from typing import Any, Final
 from jobwatchd import __version__
 from jobwatchd.config import Config
 from jobwatchd.http.events import CLOSED_EVENT, MAX_CURSOR
-from jobwatchd.models import EVENT_TYPES
+from jobwatchd.models import DEFAULT_SERVICE, EVENT_TYPES
+from jobwatchd.services import SERVICES
 from jobwatchd.validation import MAX_LABEL_LENGTH, MAX_LABELS, MAX_TIMEOUT_SECONDS
 
 ID_PATTERN: Final = "^[A-Za-z0-9_-]{1,64}$"
@@ -97,6 +98,13 @@ def _schemas(config: Config) -> dict[str, Any]:
             "required": ["job_id"],
             "properties": {
                 "job_id": {"type": "string", "pattern": ID_PATTERN},
+                "service": {
+                    "type": ["string", "null"],
+                    "enum": [*SERVICES, None],
+                    "default": DEFAULT_SERVICE,
+                    "description": "The cloud service whose job API tracks the job; the"
+                    " account needs an endpoint for it (a region, or endpoints.<service>).",
+                },
                 "project_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
                 "account": {
                     "type": ["string", "null"],
@@ -150,6 +158,7 @@ def _schemas(config: Config) -> dict[str, Any]:
                 "job_id",
                 "project_id",
                 "account",
+                "service",
                 "status",
                 "terminal",
                 "job_type",
@@ -164,12 +173,14 @@ def _schemas(config: Config) -> dict[str, Any]:
                 "polls",
                 "next_poll_at",
                 "last_error",
+                "progress",
                 "history",
             ],
             "properties": {
                 "job_id": {"type": "string", "pattern": ID_PATTERN},
                 "project_id": {"type": "string", "pattern": ID_PATTERN},
                 "account": {"type": "string"},
+                "service": {"type": "string", "enum": list(SERVICES)},
                 "status": {
                     "type": "string",
                     "description": "PENDING, INIT, RUNNING, SUCCESS, FAIL, TIMEOUT, NOT_FOUND,"
@@ -188,6 +199,21 @@ def _schemas(config: Config) -> dict[str, Any]:
                 "polls": {"type": "integer", "minimum": 0},
                 "next_poll_at": {"type": ["string", "null"], "format": "date-time"},
                 "last_error": _nullable(_ref("LastError")),
+                "progress": {
+                    "type": "object",
+                    "required": ["percent", "sub_jobs_done", "sub_jobs_total"],
+                    "properties": {
+                        "percent": {
+                            "type": ["number", "null"],
+                            "minimum": 0,
+                            "maximum": 100,
+                            "description": "As upstream last reported it (IMS, the RDS"
+                            " family); null when its format reports none.",
+                        },
+                        "sub_jobs_done": {"type": "integer", "minimum": 0},
+                        "sub_jobs_total": {"type": ["integer", "null"], "minimum": 0},
+                    },
+                },
                 "history": {
                     "type": "array",
                     "items": {
@@ -454,6 +480,11 @@ def _operations(config: Config) -> dict[str, dict[str, Any]]:
                         "name": "status",
                         "in": "query",
                         "schema": {"type": "string", "pattern": "^[\\x00-\\x7F]{1,64}$"},
+                    },
+                    {
+                        "name": "service",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(SERVICES)},
                     },
                     _repeated(
                         "label",

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from jobwatchd.backoff import BackoffPolicy
-from jobwatchd.models import JobRecord, NewEvent, NewJob, StoredEvent
+from jobwatchd.models import DEFAULT_SERVICE, JobRecord, NewEvent, NewJob, StoredEvent
 
 # JobRecord fields both stores keep in one JSON document column; the others
 # have columns of their own (they are queried or updated on their own).
@@ -30,6 +30,7 @@ DOC_FIELDS = (
     "last_error",
     "history",
     "snapshot",
+    "progress",
 )
 
 
@@ -46,6 +47,7 @@ def job_from_row(row: Row) -> JobRecord:
         job_id=row["job_id"],
         project_id=row["project_id"],
         account=row["account"],
+        service=row["service"],
         status=row["status"],
         registered_at=row["registered_at"],
         updated_at=row["updated_at"],
@@ -90,6 +92,7 @@ class ActiveRecord(NamedTuple):
     job_type: str | None = None
     begin_time: str | None = None
     snapshot: dict[str, Any] | None = None
+    service: str = DEFAULT_SERVICE
 
     @classmethod
     def of(cls, job: JobRecord) -> ActiveRecord:
@@ -107,6 +110,7 @@ class ActiveRecord(NamedTuple):
             job_type=job.job_type,
             begin_time=job.begin_time,
             snapshot=job.snapshot or None,
+            service=job.service,
         )
 
 
@@ -119,12 +123,26 @@ class ActivePage:
 
 
 class ConflictError(Exception):
-    """A job is already tracked under another project; nothing was stored."""
+    """A job is already tracked under another project or service; nothing was stored.
 
-    def __init__(self, job_id: str, project_id: str) -> None:
-        super().__init__(f"job {job_id} is already tracked under project {project_id}")
+    ``field`` names what differs (``project_id`` or ``service``), ``known`` its
+    value on the tracked job."""
+
+    def __init__(self, job_id: str, known: str, field: str = "project_id") -> None:
+        what = "project" if field == "project_id" else field
+        super().__init__(f"job {job_id} is already tracked under {what} {known}")
         self.job_id = job_id
-        self.project_id = project_id
+        self.field = field
+        self.known = known
+
+
+def conflict(known: JobRecord, new: NewJob) -> ConflictError | None:
+    """The conflict of registering ``new`` again when ``known`` is tracked, if any."""
+    if known.project_id != new.project_id:
+        return ConflictError(new.job_id, known.project_id)
+    if known.service != new.service:
+        return ConflictError(new.job_id, known.service, "service")
+    return None
 
 
 class StoreUnavailableError(Exception):
@@ -178,6 +196,7 @@ class Store(Protocol):
         labels: Mapping[str, str] | None = None,
         limit: int = 100,
         after: str | None = None,
+        service: str | None = None,
     ) -> list[JobRecord]:
         """Jobs ordered by id, after the ``after`` id, filtered."""
         ...

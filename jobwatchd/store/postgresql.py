@@ -46,10 +46,10 @@ from jobwatchd.options import read_secret, redact_dsn
 from jobwatchd.store import (
     ActivePage,
     ActiveRecord,
-    ConflictError,
     Registration,
     StaleWriteError,
     StoreUnavailableError,
+    conflict,
     job_doc,
     job_from_row,
 )
@@ -146,6 +146,10 @@ MIGRATIONS: tuple[str, ...] = (
         owner text NOT NULL,
         until timestamptz NOT NULL
     );
+    """,
+    # Jobs of other services than ECS; every job stored before is an ECS one.
+    """
+    ALTER TABLE jobs ADD COLUMN service text NOT NULL DEFAULT 'ecs';
     """,
 )
 
@@ -275,6 +279,7 @@ class PostgresStore:
                     job_id=new.job_id,
                     project_id=new.project_id,
                     account=new.account,
+                    service=new.service,
                     labels=dict(new.labels),
                     timeout=new.timeout,
                     registered_at=now,
@@ -303,6 +308,7 @@ class PostgresStore:
                 template.status,
                 now,
                 template.version,
+                [job.service for job in records],
             )
             created = {row["job_id"] for row in rows}
             others = [job_id for job_id in fresh if job_id not in created]
@@ -315,8 +321,8 @@ class PostgresStore:
             results: list[Registration] = []
             for new in jobs:
                 job = known[new.job_id]
-                if job.project_id != new.project_id:
-                    raise ConflictError(new.job_id, job.project_id)
+                if (clash := conflict(job, new)) is not None:
+                    raise clash
                 first = new.job_id in created
                 results.append(Registration(job, created=first))
                 created.discard(new.job_id)  # a repeat in the same batch is not new
@@ -336,10 +342,11 @@ class PostgresStore:
         labels: Mapping[str, str] | None = None,
         limit: int = 100,
         after: str | None = None,
+        service: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs ordered by id after ``after``, filtered by status and labels
-        (JSONB containment, served by a GIN index)."""
-        args: list[Any] = [after or "", _json(dict(labels or {})), limit]
+        """Jobs ordered by id after ``after``, filtered by status, service and
+        labels (JSONB containment, served by a GIN index)."""
+        args: list[Any] = [after or "", _json(dict(labels or {})), limit, service]
         if status is None:
             rows = await self.pool.fetch(QUERIES["list_jobs"], *args)
         else:

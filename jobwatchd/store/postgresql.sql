@@ -30,14 +30,14 @@ SELECT coalesce(max(version), 0) FROM schema_version;
 INSERT INTO schema_version (version) VALUES ($1);
 
 -- get_job --
-SELECT job_id, project_id, account, status, registered_at, updated_at, version,
+SELECT job_id, project_id, account, service, status, registered_at, updated_at, version,
        labels::text AS labels, doc::text AS doc
 FROM jobs
 WHERE job_id = $1;
 
 -- get_jobs --
 -- Jobs by id (the ones a registration batch did not create).
-SELECT job_id, project_id, account, status, registered_at, updated_at, version,
+SELECT job_id, project_id, account, service, status, registered_at, updated_at, version,
        labels::text AS labels, doc::text AS doc
 FROM jobs
 WHERE job_id = ANY($1::text[]);
@@ -46,29 +46,29 @@ WHERE job_id = ANY($1::text[]);
 -- New jobs: unleased and due now. Sorted by id so that two overlapping batches
 -- wait for each other's rows in the same order instead of deadlocking.
 INSERT INTO jobs (job_id, project_id, account, status, terminal, registered_at, updated_at,
-                  version, labels, doc, next_poll_at)
+                  version, labels, doc, next_poll_at, service)
 SELECT j.job_id, j.project_id, j.account, $6, false, $7, $7, $8, j.labels::jsonb, j.doc::json,
-       now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-     AS j (job_id, project_id, account, labels, doc)
+       now(), j.service
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $9::text[])
+     AS j (job_id, project_id, account, labels, doc, service)
 ORDER BY j.job_id
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id;
 
 -- list_jobs --
 -- After the cursor $1 ('' for the first page), every label of $2 matching.
-SELECT job_id, project_id, account, status, registered_at, updated_at, version,
+SELECT job_id, project_id, account, service, status, registered_at, updated_at, version,
        labels::text AS labels, doc::text AS doc
 FROM jobs
-WHERE job_id > $1 AND labels @> $2::jsonb
+WHERE job_id > $1 AND labels @> $2::jsonb AND ($4::text IS NULL OR service = $4)
 ORDER BY job_id
 LIMIT $3;
 
 -- list_jobs_by_status --
-SELECT job_id, project_id, account, status, registered_at, updated_at, version,
+SELECT job_id, project_id, account, service, status, registered_at, updated_at, version,
        labels::text AS labels, doc::text AS doc
 FROM jobs
-WHERE status = $4 AND job_id > $1 AND labels @> $2::jsonb
+WHERE status = $5 AND job_id > $1 AND labels @> $2::jsonb AND ($4::text IS NULL OR service = $4)
 ORDER BY job_id
 LIMIT $3;
 
@@ -76,7 +76,7 @@ LIMIT $3;
 DELETE FROM jobs WHERE job_id = $1;
 
 -- active_jobs_page --
-SELECT job_id, project_id, account, status, registered_at, updated_at, version,
+SELECT job_id, project_id, account, service, status, registered_at, updated_at, version,
        labels::text AS labels, doc::text AS doc
 FROM jobs
 WHERE NOT terminal AND job_id > $1
@@ -205,7 +205,7 @@ UPDATE jobs
 SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
 FROM claimable
 WHERE jobs.job_id = claimable.job_id
-RETURNING jobs.job_id, jobs.project_id, jobs.account, jobs.status, jobs.registered_at,
+RETURNING jobs.job_id, jobs.project_id, jobs.account, jobs.service, jobs.status, jobs.registered_at,
           jobs.updated_at, jobs.version, jobs.labels::text AS labels, jobs.doc::text AS doc,
           jobs.next_poll_at;
 

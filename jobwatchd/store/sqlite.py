@@ -31,10 +31,10 @@ from jobwatchd.store import (
     EMPTY_DOC,
     ActivePage,
     ActiveRecord,
-    ConflictError,
     Registration,
     StaleWriteError,
     StoreUnavailableError,
+    conflict,
     job_doc,
     job_from_row,
 )
@@ -115,20 +115,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_status ON jobs (status);
     CREATE INDEX jobs_active ON jobs (terminal, updated_at);
     """,
+    # Jobs of other services than ECS; every job stored before is an ECS one.
+    """
+    ALTER TABLE jobs ADD COLUMN service TEXT NOT NULL DEFAULT 'ecs';
+    """,
 )
 
 # Fields kept in the ``doc`` JSON column; the rest have columns of their own.
 _WAL_CHECKPOINT_PAGES = 20_000
 _IN_CHUNK = 500  # ids per IN (...) query, well under the parameter limit
 _JOB_COLUMNS = (
-    "job_id, project_id, account, status, registered_at, updated_at, version, labels, doc"
+    "job_id, project_id, account, service, status, registered_at, updated_at, version, labels, doc"
 )
 
 
 _INSERT_BATCH = """
-    INSERT INTO jobs (job_id, project_id, account, labels, doc,
+    INSERT INTO jobs (job_id, project_id, account, labels, doc, service,
                       status, terminal, registered_at, updated_at, version)
-    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ?1, 0, ?2, ?2, 0
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?1, 0, ?2, ?2, 0
     FROM json_each(?3) WHERE true
     ON CONFLICT (job_id) DO NOTHING
 """
@@ -141,16 +145,16 @@ _ACTIVE_PAGE = """
     SELECT count(*), json_group_array(
         CASE doc WHEN '{}' THEN json_array(
             job_id, project_id, account, status, version,
-            json(printf('%!.17g', registered_at)), NULL, 0, NULL, NULL, NULL, NULL)
+            json(printf('%!.17g', registered_at)), NULL, 0, NULL, NULL, NULL, NULL, service)
         ELSE json_array(
             job_id, project_id, account, status, version,
             json(printf('%!.17g', registered_at)),
             doc->'timeout', ifnull(doc->>'polls', 0), doc->'last_error',
             doc->>'job_type', doc->>'begin_time',
-            CASE WHEN doc->>'snapshot' = '{}' THEN NULL ELSE doc->'snapshot' END)
+            CASE WHEN doc->>'snapshot' = '{}' THEN NULL ELSE doc->'snapshot' END, service)
         END)
     FROM (
-        SELECT job_id, project_id, account, status, version, registered_at, doc
+        SELECT job_id, project_id, account, status, version, registered_at, doc, service
         FROM jobs INDEXED BY jobs_active
         WHERE terminal = 0 AND (updated_at, id) > (?1, ?2)
         ORDER BY updated_at, id
@@ -289,6 +293,7 @@ class SQLiteStore:
                     EMPTY_DOC
                     if job.timeout is None
                     else orjson.dumps({"timeout": job.timeout}).decode(),
+                    job.service,
                 )
                 for job in jobs
             ]
@@ -326,6 +331,7 @@ class SQLiteStore:
                             job_id=job_id,
                             project_id=new.project_id,
                             account=new.account,
+                            service=new.service,
                             labels=dict(new.labels),
                             timeout=new.timeout,
                             registered_at=now,
@@ -334,8 +340,8 @@ class SQLiteStore:
                         existing[job_id] = job  # a repeat later in the batch is not new
                         results.append(Registration(job, created=True))
                         continue
-                    if known.project_id != new.project_id:
-                        raise ConflictError(job_id, known.project_id)
+                    if (clash := conflict(known, new)) is not None:
+                        raise clash
                     results.append(Registration(known, created=False))
             return results
 
@@ -359,13 +365,17 @@ class SQLiteStore:
         labels: Mapping[str, str] | None = None,
         limit: int = 100,
         after: str | None = None,
+        service: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs ordered by id after ``after``, filtered by status and labels."""
+        """Jobs ordered by id after ``after``, filtered by status, service and labels."""
         clauses: list[str] = []
         params: list[Any] = []
         if status is not None:
             clauses.append("status = ?")
             params.append(status)
+        if service is not None:
+            clauses.append("service = ?")
+            params.append(service)
         if after is not None:
             clauses.append("job_id > ?")
             params.append(after)

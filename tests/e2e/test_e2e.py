@@ -119,7 +119,7 @@ def test_batch_of_100_jobs_arrives_in_order(
     check_events_against_simulator(events, sim, jobs)
     for event in events:
         assert event["specversion"] == "1.0"
-        assert event["source"] == "/jobwatchd/default"
+        assert event["source"] == "/jobwatchd/default/ecs"
         assert event["data"]["project_id"] == DEFAULT_PROJECT_ID
     # finished jobs taught each job type's duration model, kept for the next start
     with sqlite3.connect(state / "jobwatchd.db") as db:

@@ -3,14 +3,26 @@ patching the text of another config)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
+from jobwatchd.models import DEFAULT_SERVICE
+from jobwatchd.services import SERVICES
 
 LOG_SINK = '[[sinks]]\ntype = "log"\n'
 FILE_SINK = '[[sinks]]\ntype = "file"\npath = "events.jsonl"\n'
 DEFAULT_SINKS = f"{LOG_SINK}\n{FILE_SINK}"
 """A log sink and a file sink writing ``events.jsonl`` in the state directory."""
+
+
+def simulator_endpoints(url: str, services: Iterable[str] = SERVICES) -> str:
+    """The account line that places ``services`` at the simulator at ``url``,
+    each under its own prefix (``{url}/evs``...; ECS stays at the root)."""
+    entries = ", ".join(
+        f'"{name}" = "{url}/{name}"' for name in services if name != DEFAULT_SERVICE
+    )
+    return f"endpoints = {{ {entries} }}\n"
 
 
 def write_token(path: Path, token: str) -> Path:

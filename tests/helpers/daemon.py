@@ -55,6 +55,7 @@ async def running_daemon(
     token: str | None = None,
     listen: str = "127.0.0.1:0",
     extra_api: str = "",
+    extra_account: str = "",
     extra: str = "",
     prepare: Callable[[Daemon], None] | None = None,
 ) -> AsyncIterator[InProcessDaemon]:
@@ -73,6 +74,7 @@ async def running_daemon(
         token_file=token_file,
         sinks=sinks,
         extra_api=extra_api,
+        extra_account=extra_account,
         extra=extra,
     )
     daemon = Daemon(load_config(config))

@@ -35,6 +35,7 @@ async def test_register_get_list_delete(api: Api) -> None:
         "job_id",
         "project_id",
         "account",
+        "service",
         "status",
         "terminal",
         "job_type",
@@ -49,10 +50,13 @@ async def test_register_get_list_delete(api: Api) -> None:
         "polls",
         "next_poll_at",
         "last_error",
+        "progress",
         "history",
     }
     assert set(job) == expected_keys
     assert job["status"] == "PENDING" and job["project_id"] == DEFAULT_PROJECT_ID
+    assert job["service"] == "ecs"
+    assert job["progress"] == {"percent": None, "sub_jobs_done": 0, "sub_jobs_total": None}
     status, again, _ = await api.call("POST", "/v1/jobs", {"job_id": job_id})
     assert status == 200 and again["job_id"] == job_id
     status, done, _ = await api.call("GET", f"/v1/jobs/{job_id}?wait=10")
@@ -60,6 +64,7 @@ async def test_register_get_list_delete(api: Api) -> None:
     assert done["polls"] >= 1 and done["next_poll_at"] is None
     assert [step["to"] for step in done["history"]][-1] == "SUCCESS"
     assert done["history"][0]["from"] is None
+    assert done["progress"] == {"percent": None, "sub_jobs_done": 2, "sub_jobs_total": 2}
     status, listing, _ = await api.call("GET", "/v1/jobs?label=team=a")
     assert status == 200 and [j["job_id"] for j in listing["jobs"]] == [job_id]
     assert listing["next"] is None

@@ -257,7 +257,7 @@ def _delivery(job_id: str) -> Delivery:
     cloud_event = {
         "specversion": "1.0",
         "id": event_id,
-        "source": "/jobwatchd/default",
+        "source": "/jobwatchd/default/ecs",
         "type": JOB_TRANSITION,
         "subject": job_id,
         "time": "2026-01-01T00:00:00.000Z",

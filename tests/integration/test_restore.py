@@ -30,7 +30,7 @@ def unfreeze() -> Iterator[None]:
 def make_tracker(store: Store) -> Tracker:
     scheduler = Scheduler()
     for account in ACCOUNTS:
-        scheduler.configure_account(account, 10.0)
+        scheduler.configure_account(account, {"ecs": 10.0})
     settings = PollSettings(
         backoff=BackoffPolicy(min_interval=1.0, max_interval=60.0, multiplier=2.0, jitter=0.1),
         initial_delay=2.0,

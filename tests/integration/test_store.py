@@ -32,8 +32,12 @@ from jobwatchd.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.helpers import pg
 
 
-def new_job(job_id: str, project: str = "p1", labels: dict[str, str] | None = None) -> NewJob:
-    return NewJob(job_id=job_id, project_id=project, account="default", labels=labels or {})
+def new_job(
+    job_id: str, project: str = "p1", labels: dict[str, str] | None = None, service: str = "ecs"
+) -> NewJob:
+    return NewJob(
+        job_id=job_id, project_id=project, account="default", labels=labels or {}, service=service
+    )
 
 
 def event(job_id: str, n: int) -> NewEvent:
@@ -58,6 +62,40 @@ async def test_batch_with_a_conflict_stores_nothing(store: Store) -> None:
     assert caught.value.job_id == "a"
     assert await store.get_job("b") is None
     assert await store.get_job("c") is None
+
+
+async def test_each_job_keeps_its_service(store: Store) -> None:
+    batch = [new_job("e1"), new_job("v1", service="evs"), new_job("c1", service="cce")]
+    created = await store.register(batch, now=1.0)
+    assert [r.job.service for r in created] == ["ecs", "evs", "cce"]
+    again = await store.register([new_job("v1", service="evs")], now=2.0)
+    assert (again[0].created, again[0].job.service) == (False, "evs")
+    got = await store.get_job("c1")
+    assert got is not None and got.service == "cce"
+    assert [j.job_id for j in await store.list_jobs(service="evs")] == ["v1"]
+    assert [j.job_id for j in await store.list_jobs(service="ecs")] == ["e1"]
+    assert [j.job_id for j in await store.list_jobs(service="cce", status="PENDING")] == ["c1"]
+    assert await store.list_jobs(service="cce", status="RUNNING") == []
+    page = await store.active_jobs_page(None, 10)
+    assert {(job.job_id, job.service) for job in page.jobs} == {
+        ("e1", "ecs"),
+        ("v1", "evs"),
+        ("c1", "cce"),
+    }
+    job = (await store.get_job("v1")) or pytest.fail("v1 vanished")
+    job.status, job.progress = RUNNING, 42.5
+    await store.record(job, [])
+    reread = await store.get_job("v1")
+    assert reread is not None and (reread.service, reread.progress) == ("evs", 42.5)
+
+
+async def test_the_same_job_under_another_service_is_a_conflict(store: Store) -> None:
+    await store.register([new_job("a", service="evs")], now=1.0)
+    with pytest.raises(ConflictError) as caught:
+        await store.register([new_job("b"), new_job("a", service="ims")], now=2.0)
+    assert (caught.value.job_id, caught.value.field, caught.value.known) == ("a", "service", "evs")
+    assert "already tracked under service evs" in str(caught.value)
+    assert await store.get_job("b") is None
 
 
 async def test_record_is_conditional_on_version(store: Store) -> None:
@@ -351,12 +389,15 @@ def test_job_doc_keeps_only_what_differs_from_the_defaults() -> None:
         last_error={"code": "x"},
         history=[{"from": "A", "to": "B", "at": "t"}],
         snapshot={"s": 1},
+        progress=12.5,
+        service="cce",
     )
     for record in (fresh, full):
         row = {
             "job_id": "a",
             "project_id": "p",
             "account": "x",
+            "service": record.service,
             "status": record.status,
             "registered_at": 0.0,
             "updated_at": 0.0,

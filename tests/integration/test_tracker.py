@@ -44,7 +44,7 @@ async def engine(store: Store, simulator: RunningSimulator) -> AsyncIterator[Eng
     client = UpstreamClient(endpoint=simulator.url, auth=NoAuth(), pool_size=4, request_timeout=5.0)
     await client.start()
     scheduler = Scheduler()
-    scheduler.configure_account("default", 50.0)
+    scheduler.configure_account("default", {"ecs": 50.0})
     batches: list[list[StoredEvent]] = []
 
     def on_events(events: Sequence[StoredEvent]) -> None:

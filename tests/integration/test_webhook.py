@@ -178,7 +178,7 @@ def make_event(job: str, n: int, *, kind: str = JOB_TRANSITION, age: float = 0.0
     return {
         "specversion": "1.0",
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job}/{n}")),
-        "source": "/jobwatchd/default",
+        "source": "/jobwatchd/default/ecs",
         "type": kind,
         "subject": subject,
         "time": iso_time(time.time() - age),
@@ -277,7 +277,7 @@ async def test_signed_cloudevent_with_headers_over_one_kept_alive_connection(
         assert verify(request)["id"] == event_id
         (event,) = request.cloud_events()
         assert event.get_id() == event_id == request.webhook_id
-        assert event.get_source() == "/jobwatchd/default"
+        assert event.get_source() == "/jobwatchd/default/ecs"
         assert request.headers["content-type"] == CONTENT_TYPE
         assert request.headers["user-agent"] == f"jobwatchd/{__version__}"
         assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60

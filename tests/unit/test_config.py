@@ -33,6 +33,7 @@ from jobwatchd.config import (
     render_effective,
     resolve_config_path,
 )
+from jobwatchd.services import SERVICES
 from jobwatchd.sinks.file import FileOptions
 from jobwatchd.sinks.log import LogOptions
 from jobwatchd.sinks.webhook import WebhookOptions, parse_webhook_secret
@@ -352,7 +353,20 @@ ACCOUNT_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"name": "a b"}, "name", "1-64 characters"),
     ({"name": "a" * 65}, "name", "1-64 characters"),
     ({"name": None}, "name", "required"),
-    ({"endpoint": None}, "endpoint", "required"),
+    ({"endpoint": None}, "endpoint", "required unless the account has a region or endpoints"),
+    ({"region": "cn north 4"}, "region", "not a region id"),
+    ({"region": "CN-NORTH-4"}, "region", "not a region id"),
+    ({"region": "cn-north-4.evil.com"}, "region", "not a region id"),
+    ({"region": 4}, "region", "a string"),
+    ({"domain_suffix": "example.com"}, "domain_suffix", "only used with a region"),
+    ({"region": "cn-north-4", "domain_suffix": "x/y"}, "domain_suffix", "not a DNS name"),
+    ({"endpoints": {"nope": "https://h"}}, "endpoints", "unknown service 'nope'"),
+    ({"endpoints": {"evs": "evs.example.com"}}, "endpoints.evs", "http:// or https://"),
+    ({"endpoints": {"evs": "https://u:p@h"}}, "endpoints.evs", "credentials"),
+    ({"endpoints": "https://h"}, "endpoints", "a table"),
+    ({"rate_limits": {"cce": 0}}, "rate_limits.cce", "greater than 0"),
+    ({"rate_limits": {"cce": "fast"}}, "rate_limits.cce", "a number"),
+    ({"rate_limits": {"k8s": 1}}, "rate_limits", "unknown service 'k8s'"),
     ({"endpoint": "ftp://h"}, "endpoint", "http:// or https://"),
     ({"endpoint": "ecs.example.com"}, "endpoint", "http:// or https://"),
     ({"endpoint": "https://"}, "endpoint", "must name a host"),
@@ -1199,3 +1213,89 @@ def test_secret_repr_is_masked() -> None:
     secret = Secret(WEBHOOK_SECRET)
     assert secret == WEBHOOK_SECRET
     assert WEBHOOK_SECRET not in repr(secret)
+
+
+# --- services: region, endpoints, rate limits ------------------------------------
+
+
+def test_a_region_places_every_service_at_its_own_host() -> None:
+    config = parse(data(accounts=[account(endpoint=None, region="cn-north-4")]))
+    acct = config.default_account
+    assert acct.endpoint_of("ecs") == "https://ecs.cn-north-4.myhuaweicloud.com"
+    assert acct.endpoint_of("evs") == "https://evs.cn-north-4.myhuaweicloud.com"
+    assert acct.endpoint_of("geminidb") == "https://gaussdb-nosql.cn-north-4.myhuaweicloud.com"
+    assert set(acct.services) == set(SERVICES)
+
+
+def test_endpoint_and_endpoints_override_the_derived_hosts() -> None:
+    config = parse(
+        data(
+            accounts=[
+                account(
+                    endpoint="https://ecs-proxy.internal",
+                    region="eu-west-101",
+                    endpoints={"cce": "https://cce.internal/prefix/"},
+                )
+            ]
+        )
+    )
+    acct = config.default_account
+    assert acct.endpoint_of("ecs") == "https://ecs-proxy.internal"
+    assert acct.endpoint_of("cce") == "https://cce.internal/prefix"
+    assert acct.endpoint_of("evs") == "https://evs.eu-west-101.myhuaweicloud.eu"
+    assert acct.endpoint_of("dcs") == "https://dcs.eu-west-101.myhuaweicloud.com"
+
+
+def test_without_a_region_an_account_polls_only_what_it_names() -> None:
+    acct = parse(data()).default_account
+    assert acct.services == ("ecs",)
+    assert acct.endpoint_of("evs") is None
+    only_evs = parse(data(accounts=[account(endpoint=None, endpoints={"evs": "https://e"})]))
+    assert only_evs.default_account.services == ("evs",)
+
+
+def test_open_telekom_cloud_offers_only_some_services() -> None:
+    acct = parse(data(accounts=[account(endpoint=None, region="eu-de")])).default_account
+    assert acct.endpoint_of("ecs") == "https://ecs.eu-de.otc.t-systems.com"
+    assert acct.endpoint_of("cce") is None  # not known there: the account cannot poll it
+    assert "cce" not in acct.services and "evs" in acct.services
+
+
+def test_a_domain_suffix_replaces_the_vendors() -> None:
+    acct = parse(
+        data(accounts=[account(endpoint=None, region="cn-north-4", domain_suffix="cloud.corp")])
+    ).default_account
+    assert acct.endpoint_of("rds") == "https://rds.cn-north-4.cloud.corp"
+
+
+def test_rate_limits_apply_per_service() -> None:
+    acct = parse(
+        data(accounts=[account(rate_limit=8, rate_limits={"cce": 2, "sfs-turbo": 0.5})])
+    ).default_account
+    assert (acct.rate_limit_of("ecs"), acct.rate_limit_of("cce")) == (8, 2)
+    assert acct.rate_limit_of("sfs-turbo") == 0.5
+    by_service = acct.rate_limits_by_service(share=2)
+    assert set(by_service) == set(SERVICES)
+    assert (by_service["ecs"], by_service["cce"]) == (4, 1)
+
+
+def test_services_settings_survive_the_effective_config() -> None:
+    config = parse(
+        data(
+            accounts=[
+                account(
+                    region="cn-north-4",
+                    domain_suffix="cloud.corp",
+                    endpoints={"sfs-turbo": "https://sfs.internal"},
+                    rate_limits={"cce": 2, "sfs-turbo": 1},
+                )
+            ]
+        )
+    )
+    again = roundtrip(config)
+    assert again == config
+    assert dict(again.default_account.endpoints) == {"sfs-turbo": "https://sfs.internal"}
+    assert dict(again.default_account.rate_limits) == {"cce": 2, "sfs-turbo": 1}
+    rendered = render_effective(config)
+    assert '[accounts.endpoints]\nsfs-turbo = "https://sfs.internal"' in rendered
+    assert "[accounts.rate_limits]\ncce = 2\n" in rendered

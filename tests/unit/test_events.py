@@ -62,6 +62,8 @@ JOB_DATA_KEYS = {
     "sub_jobs_total",
     "sub_jobs_succeeded",
     "sub_jobs_failed",
+    "progress",
+    "service",
     "labels",
     "observed_at",
 }
@@ -79,6 +81,7 @@ SUBJOB_DATA_KEYS = {
     "end_time",
     "project_id",
     "account",
+    "service",
     "labels",
     "observed_at",
 }
@@ -138,7 +141,7 @@ def test_vendor_example_events_are_valid_cloudevents(
         parsed = parse_cloud_event(event.payload)
         assert parsed.get_specversion() == "1.0"
         assert parsed.get_id() == event.event_id == event_id(JOB_ID, transition, REGISTERED_AT)
-        assert parsed.get_source() == "/jobwatchd/default"
+        assert parsed.get_source() == "/jobwatchd/default/ecs"
         assert parsed.get_type() == event.type
         assert parsed.get_time() == OBSERVED_DT
         assert parsed.get_datacontenttype() == "application/json"
@@ -186,6 +189,7 @@ def test_vendor_example_subjob_event_comes_first_and_carries_the_sub_job(
         "end_time": "2016-04-25T20:08:21.328Z",
         "project_id": PROJECT_ID,
         "account": "default",
+        "service": "ecs",
         "labels": {"team": "infra"},
         "observed_at": OBSERVED_ISO,
     }
@@ -216,6 +220,8 @@ def test_vendor_example_job_event(
         "sub_jobs_total": 1,
         "sub_jobs_succeeded": 1,
         "sub_jobs_failed": 0,
+        "progress": None,
+        "service": "ecs",
         "labels": {"team": "infra"},
         "observed_at": OBSERVED_ISO,
     }
@@ -314,7 +320,7 @@ def test_source_names_the_account() -> None:
         record_for(None, account="prod-eu"), transitions, response=None, observed_at=0.0
     )
     parsed = parse_cloud_event(event.payload)
-    assert parsed.get_source() == "/jobwatchd/prod-eu"
+    assert parsed.get_source() == "/jobwatchd/prod-eu/ecs"
     assert parsed.get_time() == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from jobwatchd.cloud.ecs import MAX_SUB_JOBS
+from jobwatchd.cloud.client import classify
+from jobwatchd.cloud.ecs import MAX_SUB_JOBS, JobResponse
 from jobwatchd.cloud.formats import (
     FORMATS,
     JobNotListed,
@@ -19,8 +20,8 @@ from jobwatchd.cloud.formats import (
     ServiceAnswer,
     TooManySubJobs,
     parse_answer,
+    poll_parser,
 )
-from jobwatchd.cloud.services import SERVICES
 from jobwatchd.models import (
     FAIL,
     INIT,
@@ -30,6 +31,8 @@ from jobwatchd.models import (
     is_terminal,
     upstream_status,
 )
+from jobwatchd.outcome import JOB_ID_MISMATCH_CODE, OutcomeKind
+from jobwatchd.services import SERVICES
 from jobwatchd.statemachine import JobAnswer, Snapshot, observe
 from tests.helpers.vendor import VENDOR_EXAMPLE_BYTES
 
@@ -1225,3 +1228,112 @@ def test_a_cce_job_progresses_through_its_phases() -> None:
     assert [(t.kind, t.from_status, t.to_status) for t in transitions] == [("job", RUNNING, FAIL)]
     assert failed.fail_reason == "install master failed"
     assert failed.terminal
+
+
+# ------------------------------------------------------------ what polls read
+
+
+@pytest.mark.parametrize(
+    ("answer_format", "raw", "job_id", "want"),
+    [pytest.param(fmt, raw, job_id, want, id=name) for name, fmt, raw, job_id, want in EXAMPLES],
+)
+def test_classify_reads_each_vendor_example_in_its_format(
+    answer_format: str, raw: bytes, job_id: str | None, want: dict[str, Any]
+) -> None:
+    asked = job_id or want["job_id"] or "some-job"
+    outcome = classify(200, {}, raw, now=0.0, job_id=asked, answer_format=answer_format)
+    assert outcome.kind is OutcomeKind.OBSERVED, outcome.error
+    answer = outcome.response
+    assert answer is not None
+    assert answer.status == want["status"]
+    assert [(sub.job_id, sub.status) for sub in answer.sub_jobs] == [
+        (sub_id, status) for sub_id, status, _, _ in want["sub_jobs"]
+    ]
+    assert answer.progress == want["progress"]
+    assert answer.sub_jobs_total == want["sub_jobs_total"]
+
+
+@pytest.mark.parametrize("answer_format", ["ecs", "evs", "eip"])
+def test_the_ecs_shaped_formats_are_polled_through_the_lazy_ecs_parser(
+    answer_format: str,
+) -> None:
+    raw = {"ecs": ECS_AE, "evs": EVS_AE, "eip": EIP_DOC}[answer_format]
+    polled = poll_parser(answer_format)(orjson.loads(raw))
+    full = parse_answer(answer_format, orjson.loads(raw))
+    assert isinstance(polled, JobResponse)
+    assert (polled.status, polled.job_id, polled.sub_jobs_total, polled.progress) == (
+        full.status,
+        full.job_id,
+        full.sub_jobs_total,
+        full.progress,
+    )
+    assert [(s.job_id, s.status) for s in polled.sub_jobs] == [
+        (s.job_id, s.status) for s in full.sub_jobs
+    ]
+
+
+@pytest.mark.parametrize("answer_format", sorted(set(FORMATS) - {"ecs", "evs", "eip"}))
+def test_the_other_formats_are_polled_through_their_own_parser(answer_format: str) -> None:
+    assert poll_parser(answer_format) is FORMATS[answer_format]
+
+
+def test_poll_parser_refuses_an_unknown_format() -> None:
+    with pytest.raises(KeyError, match="known are"):
+        poll_parser("nope")
+
+
+V3_NOT_FOUND = {"error_code": "CCE.01404001", "error_msg": "The job does not exist."}
+
+
+@pytest.mark.parametrize("answer_format", sorted(FORMATS))
+def test_error_bodies_in_any_format_are_read_as_errors(answer_format: str) -> None:
+    not_found = classify(404, {}, orjson.dumps(V3_NOT_FOUND), now=0.0, answer_format=answer_format)
+    assert not_found.kind is OutcomeKind.NOT_FOUND
+    assert not_found.error is not None and not_found.error.code == "CCE.01404001"
+    throttled = classify(
+        200,
+        {"Retry-After": "7"},
+        orjson.dumps({"error_code": "APIGW.0308", "error_msg": "throttled"}),
+        now=0.0,
+        answer_format=answer_format,
+    )
+    assert (throttled.kind, throttled.retry_after) == (OutcomeKind.THROTTLED, 7.0)
+    broken = classify(200, {}, b'{"job": {', now=0.0, answer_format=answer_format)
+    assert broken.kind is OutcomeKind.TRANSIENT
+    server = classify(503, {}, orjson.dumps(V3_NOT_FOUND), now=0.0, answer_format=answer_format)
+    assert server.kind is OutcomeKind.TRANSIENT
+
+
+def test_a_list_answer_without_the_job_means_it_is_not_found() -> None:
+    empty = orjson.dumps({"jobs": [], "total_count": 0})
+    outcome = classify(200, {}, empty, now=0.0, job_id="gone", answer_format="rds-list")
+    assert outcome.kind is OutcomeKind.NOT_FOUND
+    assert outcome.error is not None and "0 jobs" in outcome.error.message
+
+
+@pytest.mark.parametrize(
+    ("answer_format", "raw"),
+    [
+        ("cce", CCE_AE),
+        ("elb", ELB_AE),
+        ("rds", RDS_AE),
+        ("dcs", DCS_AE),
+        ("sfs-turbo", SFS_TURBO_AE),
+    ],
+)
+def test_an_answer_about_another_job_is_ignored(answer_format: str, raw: bytes) -> None:
+    outcome = classify(200, {}, raw, now=0.0, job_id="not-this-one", answer_format=answer_format)
+    assert outcome.kind is OutcomeKind.TRANSIENT
+    assert outcome.error is not None and outcome.error.code == JOB_ID_MISMATCH_CODE
+
+
+def test_sub_jobs_listed_elsewhere_are_recorded_in_the_ecs_shape() -> None:
+    cce = parse_answer("cce", orjson.loads(CCE_AE))
+    recorded = cce.recorded_entities
+    assert recorded["sub_jobs_total"] == len(cce.sub_jobs) > 0
+    assert [
+        (sub["job_id"], sub["status"], sub["upstream_status"]) for sub in recorded["sub_jobs"]
+    ] == [(sub.job_id, sub.status, sub.upstream_status) for sub in cce.sub_jobs]
+    assert {key: recorded[key] for key in cce.entities} == cce.entities
+    ecs = parse_answer("ecs", orjson.loads(ECS_AE))
+    assert ecs.recorded_entities is ecs.entities  # the ECS shape has them already

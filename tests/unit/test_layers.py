@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "overdue",
             "events",
             "validation",
+            "services",
         ),
     ),
     ("store and sinks", ("store", "sinks")),

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from jobwatchd.engine.scheduler import Scheduler
+from jobwatchd.engine.scheduler import Scheduler, lane_key
 from tests.helpers.waiting import async_wait_until
 
 
 @pytest.fixture
 async def running() -> AsyncIterator[Scheduler]:
     scheduler = Scheduler()
-    scheduler.configure_account("a", rate_limit=10_000)
+    scheduler.configure_lane("a", 10_000)
     task = asyncio.create_task(scheduler.run())
     yield scheduler
     task.cancel()
@@ -65,7 +65,7 @@ async def test_jobs_come_out_in_due_order(running: Scheduler) -> None:
 
 async def test_a_due_job_is_taken_without_waiting() -> None:
     scheduler = Scheduler()  # no dispatcher running: only direct takes can succeed
-    scheduler.configure_account("a", rate_limit=10_000)
+    scheduler.configure_lane("a", 10_000)
     scheduler.schedule("now", "a", 0.0)
     scheduler.schedule("later", "a", 60.0)
     assert scheduler.take_due() == "now"
@@ -104,7 +104,7 @@ async def test_waiting_pollers_each_get_a_different_job(running: Scheduler) -> N
 
 async def test_a_job_handed_to_a_cancelled_poller_stays_scheduled() -> None:
     scheduler = Scheduler()
-    scheduler.configure_account("a", rate_limit=10_000)
+    scheduler.configure_lane("a", 10_000)
     poller = asyncio.create_task(scheduler.next_due())
     await settle()  # the poller waits
     scheduler.schedule("j", "a", 0.0)
@@ -123,7 +123,7 @@ async def test_a_job_handed_to_a_cancelled_poller_stays_scheduled() -> None:
 async def test_rate_limit_bounds_dispatches() -> None:
     now = [0.0]
     scheduler = Scheduler(clock=lambda: now[0])
-    scheduler.configure_account("slow", rate_limit=5)
+    scheduler.configure_lane("slow", 5)
     for n in range(20):
         scheduler.schedule(f"j{n}", "slow", 0.0)
     task = asyncio.create_task(scheduler.run())
@@ -147,7 +147,7 @@ async def test_rate_limit_bounds_dispatches() -> None:
 async def test_accounts_take_turns() -> None:
     scheduler = Scheduler()
     for account in ("x", "y"):
-        scheduler.configure_account(account, rate_limit=10_000)
+        scheduler.configure_lane(account, 10_000)
     for n in range(3):
         scheduler.schedule(f"x{n}", "x", 0.0)
         scheduler.schedule(f"y{n}", "y", 0.0)
@@ -157,8 +157,8 @@ async def test_accounts_take_turns() -> None:
 
 async def test_pause_holds_one_account_only() -> None:
     scheduler = Scheduler()
-    scheduler.configure_account("throttled", rate_limit=1000)
-    scheduler.configure_account("healthy", rate_limit=1000)
+    scheduler.configure_lane("throttled", 1000)
+    scheduler.configure_lane("healthy", 1000)
     scheduler.pause("throttled", 30.0)
     scheduler.schedule("t1", "throttled", 0.0)
     scheduler.schedule("h1", "healthy", 0.0)
@@ -170,3 +170,44 @@ async def test_pause_holds_one_account_only() -> None:
         assert scheduler.due_in("t1") is not None, "paused job stays scheduled"
     finally:
         task.cancel()
+
+
+async def test_each_service_of_an_account_has_its_own_lane() -> None:
+    scheduler = Scheduler()
+    scheduler.configure_account("acct", {"ecs": 1000, "cce": 1000})
+    assert scheduler.lanes == []  # a lane is made by its first job, not by its config
+    scheduler.pause(lane_key("acct", "cce"), 30.0)
+    scheduler.schedule("c1", lane_key("acct", "cce"), 0.0)
+    scheduler.schedule("e1", lane_key("acct", "ecs"), 0.0)
+    scheduler.schedule("e2", lane_key("acct", "ecs"), 0.01)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        assert await take(scheduler, 2) == ["e1", "e2"]
+        assert set(scheduler.pauses("acct")) == {"cce"}
+        assert scheduler.pauses("acct")["cce"] > 25
+        assert scheduler.pauses("other") == {}
+        assert scheduler.paused_for(lane_key("acct", "ecs")) == 0.0
+        assert scheduler.due_in("c1") is not None, "the throttled service's job waits"
+        assert scheduler.lanes == ["acct/cce", "acct/ecs"]
+    finally:
+        task.cancel()
+
+
+def test_a_lane_without_a_rate_limit_is_refused() -> None:
+    scheduler = Scheduler()
+    scheduler.configure_account("acct", {"ecs": 5})
+    with pytest.raises(KeyError):
+        scheduler.schedule("j", lane_key("acct", "evs"), 0.0)
+
+
+async def test_a_lanes_rate_limit_is_its_own() -> None:
+    scheduler = Scheduler()
+    scheduler.configure_account("acct", {"ecs": 1000, "evs": 1})
+    for index in range(5):
+        scheduler.schedule(f"v{index}", lane_key("acct", "evs"), 0.0)
+        scheduler.schedule(f"e{index}", lane_key("acct", "ecs"), 0.0)
+    taken = []
+    while (job := scheduler.take_due()) is not None:
+        taken.append(job)
+    # EVS allows a burst of one; ECS's lane is not held back by it.
+    assert sorted(taken) == ["e0", "e1", "e2", "e3", "e4", "v0"]

@@ -1,4 +1,4 @@
-"""The services' hosts and job URLs (jobwatchd/cloud/services.py), and AK/SK
+"""The services' hosts and job URLs (jobwatchd/services.py), and AK/SK
 signatures of those URLs equal to the official SDK signer's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from jobwatchd.cloud.formats import FORMATS
-from jobwatchd.cloud.services import (
+from jobwatchd.services import (
     SERVICES,
     ServiceError,
     endpoint_for,

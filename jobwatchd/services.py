@@ -10,8 +10,9 @@ pages named in each entry. Open Telekom Cloud hosts come from
 https://github.com/opentelekomcloud-docs/regions-and-endpoints
 (``doc/source/index.rst``, "Regions and Endpoints").
 
-Only the ECS job API is polled today; this module is not wired into
-registration yet (docs/limitations.md).
+An account's ``region``, ``domain_suffix`` and ``endpoints`` (the config)
+place each service through :func:`endpoint_for`; the upstream client queries
+:func:`job_url` and reads the answer in the service's format.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Service:
     """Regions whose host differs from the pattern (whole host names)."""
 
 
-_ECS_PATH = "/v1/{project_id}/jobs/{job_id}"
+ECS_PATH: Final = "/v1/{project_id}/jobs/{job_id}"
+"""The ECS family's job query path."""
 _RDS_PATH = "/v3/{project_id}/jobs"
 
 _CATALOGUE: tuple[Service, ...] = (
@@ -86,7 +88,7 @@ _CATALOGUE: tuple[Service, ...] = (
         "ecs",
         "Elastic Cloud Server",
         "ecs",
-        _ECS_PATH,
+        ECS_PATH,
         "ecs",
         "AE schemas/ECS/src/ShowJob.json",
         otc_host_name="ecs",
@@ -96,7 +98,7 @@ _CATALOGUE: tuple[Service, ...] = (
         "evs",
         "Elastic Volume Service",
         "evs",
-        _ECS_PATH,
+        ECS_PATH,
         "evs",
         "AE schemas/EVS/src/ShowJob.json",
         otc_host_name="evs",
@@ -108,7 +110,7 @@ _CATALOGUE: tuple[Service, ...] = (
         "ims",
         "Image Management Service",
         "ims",
-        _ECS_PATH,
+        ECS_PATH,
         "ims",
         "AE schemas/IMS/src/ShowJob.json",
         otc_host_name="ims",
@@ -120,7 +122,7 @@ _CATALOGUE: tuple[Service, ...] = (
         "bms",
         "Bare Metal Server",
         "bms",
-        _ECS_PATH,
+        ECS_PATH,
         "ecs",
         "AE schemas/BMS/src/ShowJobInfos.json",
         otc_host_name="ecs",
@@ -132,7 +134,7 @@ _CATALOGUE: tuple[Service, ...] = (
         "vpc",
         "Virtual Private Cloud (Elastic IP jobs)",
         "vpc",
-        _ECS_PATH,
+        ECS_PATH,
         "eip",
         "AE schemas/EIP/src/ShowResourcesJobDetail.json",
         otc_host_name="vpc",
@@ -254,7 +256,8 @@ def validate_region(region: object) -> str:
     )
 
 
-def _validate_suffix(suffix: str) -> str:
+def validate_suffix(suffix: str) -> str:
+    """``suffix`` if it is a DNS name (``otc.t-systems.com``), else :class:`ServiceError`."""
     if len(suffix) <= 200 and _SUFFIX.fullmatch(suffix) is not None:
         return suffix
     raise ServiceError(
@@ -309,7 +312,7 @@ def endpoint_for(
     if override is not None:
         return _validate_override(override)
     if domain_suffix is not None:
-        suffix = _validate_suffix(domain_suffix)
+        suffix = validate_suffix(domain_suffix)
         host_name = entry.otc_host_name if suffix == OTC_SUFFIX else None
         if suffix == OTC_SUFFIX and (host_name is None or region not in entry.otc_regions):
             raise _not_on_otc(entry, region)
