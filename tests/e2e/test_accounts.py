@@ -23,8 +23,7 @@ from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import (
     TERMINAL_STATUSES,
     all_terminal,
-    assert_chain_consistent,
-    job_chains,
+    check_against_simulator,
     job_statuses,
     read_events,
 )
@@ -89,16 +88,6 @@ def job(daemon: DaemonProcess, job_id: str) -> dict[str, Any]:
     assert status == 200, body
     assert isinstance(body, dict)
     return body
-
-
-def check_against_simulator(events: list[dict[str, Any]], sim: Simulator, jobs: list[str]) -> None:
-    """Each job and sub-job: a consistent chain ending where the simulator ended."""
-    chains = job_chains(events)
-    for job_id in jobs:
-        for transition in sim.transitions(job_id):
-            assert_chain_consistent(chains[transition.job_id], transition.job_id)
-        last = sim.transitions(job_id)[-1]
-        assert chains[job_id][-1][1] == last.to
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from jobwatchd.cloud.simulator import Simulator
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.http import http
 
@@ -61,3 +62,13 @@ def all_terminal(daemon: DaemonProcess, job_ids: list[str]) -> bool:
     """Whether the daemon tracks every one of ``job_ids`` in a terminal status."""
     statuses = job_statuses(daemon)
     return all(statuses.get(job_id) in TERMINAL_STATUSES for job_id in job_ids)
+
+
+def check_against_simulator(events: list[dict[str, Any]], sim: Simulator, jobs: list[str]) -> None:
+    """Each job and sub-job: a consistent chain ending where the simulator ended."""
+    chains = job_chains(events)
+    for job_id in jobs:
+        for transition in sim.transitions(job_id):
+            assert_chain_consistent(chains[transition.job_id], transition.job_id)
+        last = sim.transitions(job_id)[-1]
+        assert chains[job_id][-1][1] == last.to

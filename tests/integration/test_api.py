@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
+from tests.helpers.config import simulator_endpoints
 from tests.helpers.daemon import InProcessDaemon as Api
 from tests.helpers.daemon import running_daemon
 from tests.helpers.http import PROBLEM
@@ -219,3 +220,63 @@ async def test_bearer_token_when_configured(tmp_path: Path, simulator: RunningSi
             assert resp.status == 200
         async with session.get(f"{url}/healthz") as resp:
             assert resp.status == 200
+
+
+# -- services ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service", "detail"),
+    [
+        ("k8s", "unknown service 'k8s': known are ecs, evs"),
+        (12, "unknown service 12"),
+        ("evs", "account 'default' has no endpoint for evs: give the account a region"),
+        ("evs", "a region, or endpoints.evs, in the config"),
+        ("sfs-turbo", 'endpoints."sfs-turbo"'),
+    ],
+)
+async def test_a_service_the_account_cannot_reach_is_refused(
+    api: Api, service: object, detail: str
+) -> None:
+    status, problem, ctype = await api.call(
+        "POST", "/v1/jobs", {"jobs": [{"job_id": "ok"}, {"job_id": "x", "service": service}]}
+    )
+    assert (status, ctype, problem["field"]) == (400, PROBLEM, "jobs[1].service")
+    assert detail in problem["detail"]
+    _, listing, _ = await api.call("GET", "/v1/jobs")
+    assert listing["jobs"] == []
+
+
+async def test_services_on_registration_listing_and_conflicts(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    endpoints = simulator_endpoints(simulator.url, ["evs", "cce"])
+    async with running_daemon(tmp_path, simulator, extra_account=endpoints) as api:
+        batch = {
+            "jobs": [
+                {"job_id": "plain"},
+                {"job_id": "disk", "service": "evs"},
+                {"job_id": "cluster", "service": "cce", "labels": {"team": "k8s"}},
+            ]
+        }
+        status, body, _ = await api.call("POST", "/v1/jobs", batch)
+        assert status == 201 and body["created"] == 3
+        assert [job["service"] for job in body["jobs"]] == ["ecs", "evs", "cce"]
+        status, again, _ = await api.call("POST", "/v1/jobs", {"job_id": "disk", "service": "evs"})
+        assert (status, again["service"]) == (200, "evs")
+        status, problem, _ = await api.call("POST", "/v1/jobs", {"job_id": "disk"})
+        assert status == 409 and "another service" in problem["detail"]
+        status, problem, _ = await api.call(
+            "POST", "/v1/jobs", {"job_id": "disk", "service": "ims"}
+        )
+        assert status == 400 and problem["field"] == "service"
+        for service, expected in (("evs", ["disk"]), ("cce", ["cluster"]), ("ecs", ["plain"])):
+            status, listing, _ = await api.call("GET", f"/v1/jobs?service={service}")
+            assert status == 200 and [j["job_id"] for j in listing["jobs"]] == expected
+        status, listing, _ = await api.call("GET", "/v1/jobs?service=cce&label=team=k8s")
+        assert [j["job_id"] for j in listing["jobs"]] == ["cluster"]
+        status, problem, _ = await api.call("GET", "/v1/jobs?service=nope")
+        assert (status, problem["field"]) == (400, "service")
+        status, document, _ = await api.call("GET", "/openapi.json")
+        registration = document["components"]["schemas"]["Registration"]["properties"]
+        assert "cce" in registration["service"]["enum"]

@@ -41,18 +41,22 @@ expect.set_options(timeout=15_000)
 
 
 @pytest.mark.parametrize(
-    ("status", "label", "prefix"),
+    ("status", "label", "prefix", "service"),
     [
-        ('"><script>alert(1)</script>', "", ""),
-        ("", "k=<img src=x onerror=alert(1)>", ""),
-        ("", "", "' onfocus='alert(1)"),
+        ('"><script>alert(1)</script>', "", "", ""),
+        ("", "k=<img src=x onerror=alert(1)>", "", ""),
+        ("", "", "' onfocus='alert(1)", ""),
+        ("", "", "", '"><svg onload=alert(1)>'),
     ],
 )
-def test_reflected_filters_are_escaped(status: str, label: str, prefix: str) -> None:
+def test_reflected_filters_are_escaped(status: str, label: str, prefix: str, service: str) -> None:
     page = render_page(
-        page="jobs", title="Jobs", body=jobs_body(status, label, prefix), token_required=False
+        page="jobs",
+        title="Jobs",
+        body=jobs_body(status, label, prefix, service),
+        token_required=False,
     )
-    for value in (status, label, prefix):
+    for value in (status, label, prefix, service):
         if value:
             assert value not in page
             assert html.escape(value) in page
@@ -174,7 +178,7 @@ async def test_jobs_appear_and_change_status_live_and_filters_work(tmp_path: Pat
         await expect(view.page.locator(f'tr[data-job-id="{second}"]')).to_have_attribute(
             "data-status", "FAIL"
         )
-        await expect(view.page.locator(f'tr[data-job-id="{first}"] td').nth(5)).to_have_text("2/2")
+        await expect(view.page.locator(f'tr[data-job-id="{first}"] td').nth(6)).to_have_text("2/2")
         await expect(view.page.locator('#counts b[data-status="SUCCESS"]')).to_have_text("1")
         await expect(view.page.locator('#counts b[data-status="RUNNING"]')).to_have_text("1")
         await view.page.screenshot(path=tmp_path / "jobs.png")

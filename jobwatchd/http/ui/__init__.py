@@ -79,13 +79,14 @@ JOBS_BODY = Template(
     """<form id="filters" method="get" action="/ui">
 <label>Status <input name="status" value="$status" placeholder="RUNNING"></label>
 <label>Labels <input name="label" value="$label" placeholder="team=db,env=prod"></label>
+<label>Service <input name="service" value="$service" placeholder="evs"></label>
 <label>Job id starts with <input name="q" value="$q" placeholder="4010b39b"></label>
 <button type="submit">Filter</button>
 <a href="/ui">Clear</a>
 </form>
 <section id="counts" aria-label="Jobs by status"></section>
 <table id="jobs">
-<thead><tr><th>Job</th><th>Status</th><th>Type</th><th>Account</th><th>Labels</th>
+<thead><tr><th>Job</th><th>Status</th><th>Type</th><th>Account</th><th>Service</th><th>Labels</th>
 <th>Progress</th><th>Updated</th><th>Error</th></tr></thead>
 <tbody></tbody>
 </table>
@@ -134,13 +135,14 @@ def render_page(
     )
 
 
-def jobs_body(status: str, label: str, prefix: str) -> str:
+def jobs_body(status: str, label: str, prefix: str, service: str = "") -> str:
     """The jobs page's filter form, showing the filters of the request (escaped:
     they come from the URL)."""
     return JOBS_BODY.substitute(
         status=html.escape(status[:MAX_FILTER_LENGTH]),
         label=html.escape(label[:MAX_FILTER_LENGTH]),
         q=html.escape(prefix[:MAX_FILTER_LENGTH]),
+        service=html.escape(service[:MAX_FILTER_LENGTH]),
     )
 
 
@@ -208,7 +210,12 @@ class WebUi:
     async def jobs_page(self, request: web.Request) -> web.Response:
         """``GET /ui``: the jobs list."""
         query = request.query
-        body = jobs_body(query.get("status", ""), query.get("label", ""), query.get("q", ""))
+        body = jobs_body(
+            query.get("status", ""),
+            query.get("label", ""),
+            query.get("q", ""),
+            query.get("service", ""),
+        )
         return self._html(page="jobs", title="Jobs", body=body)
 
     async def job_page(self, request: web.Request) -> web.Response:

@@ -96,8 +96,10 @@ function progress(job) {
 
 function progressText(job) {
   const { total, done, failed } = progress(job);
-  if (!total) return "—";
-  return done + "/" + total + (failed ? " (" + failed + " failed)" : "");
+  const percent = job.progress && typeof job.progress.percent === "number" ? job.progress.percent : null;
+  const shown = percent === null ? "" : percent + "%";
+  if (!total) return shown || "—";
+  return done + "/" + total + (failed ? " (" + failed + " failed)" : "") + (shown ? " " + shown : "");
 }
 
 // -- the event stream -------------------------------------------------------
@@ -223,6 +225,8 @@ function jobsQuery(params) {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   const status = (params.get("status") || "").trim();
   if (status) query.set("status", status);
+  const service = (params.get("service") || "").trim();
+  if (service) query.set("service", service);
   for (const selector of (params.get("label") || "").split(",")) {
     if (selector.trim()) query.append("label", selector.trim());
   }
@@ -273,6 +277,7 @@ function jobRow(job) {
     statusCell(job.status),
     el("td", {}, text(job.job_type)),
     el("td", {}, job.account),
+    el("td", { className: "service" }, text(job.service)),
     el("td", { className: "labels" }, labelsText(job.labels)),
     el("td", {}, progressText(job)),
     el("td", {}, job.updated_at),
@@ -340,6 +345,7 @@ function renderJob(job) {
     ...definition("Status", job.status),
     ...definition("Type", job.job_type),
     ...definition("Account", job.account),
+    ...definition("Service", job.service),
     ...definition("Project", job.project_id),
     ...definition("Labels", labelsText(job.labels)),
     ...definition("Begin", job.begin_time),
