@@ -355,10 +355,21 @@ class Daemon:
             if line.startswith("jobwatchd_sink_backlog_events{")
         )
 
-    async def register(self, http: Http, job_ids: Sequence[str], batch: int = 10_000) -> None:
-        """Register ``job_ids`` through the batch API."""
+    async def register(
+        self,
+        http: Http,
+        job_ids: Sequence[str],
+        batch: int = 10_000,
+        services: Mapping[str, str] | None = None,
+    ) -> None:
+        """Register ``job_ids`` through the batch API (``services``: a job's service
+        when it is not ECS)."""
+        of = services or {}
         for offset in range(0, len(job_ids), batch):
-            chunk = [{"job_id": job_id} for job_id in job_ids[offset : offset + batch]]
+            chunk = [
+                {"job_id": job_id, **({"service": of[job_id]} if job_id in of else {})}
+                for job_id in job_ids[offset : offset + batch]
+            ]
             await http.post(f"{self.url}/v1/jobs", raw=orjson.dumps({"jobs": chunk}))
 
     async def jobs(self, http: Http, status: str | None = None) -> list[dict[str, Any]]:
@@ -388,9 +399,11 @@ def write_daemon(
     rate_limit: float = 1_000_000.0,
     max_batch: int = 10_000,
     daemon_extra: Mapping[str, object] | None = None,
+    endpoints: Mapping[str, str] | None = None,
 ) -> Daemon:
     """Write a daemon's config and state directory under the work directory
-    (``daemon_extra``: more ``[daemon]`` keys, e.g. a fleet's ``store`` and ``lease``)."""
+    (``daemon_extra``: more ``[daemon]`` keys, e.g. a fleet's ``store`` and ``lease``;
+    ``endpoints``: other services' base URLs, by name)."""
     base = procs.work / name
     state = base / "state"
     state.mkdir(parents=True, exist_ok=True)
@@ -406,6 +419,7 @@ def write_daemon(
                 "auth": auth,
                 "rate_limit": rate_limit,
                 "request_timeout": "30s",
+                **({"endpoints": dict(endpoints)} if endpoints else {}),
             }
         ],
         "polling": dict(polling),

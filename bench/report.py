@@ -530,6 +530,10 @@ def _s1(result: s1.Result) -> list[str]:
         "  before measuring, so a window is pure polling (parse, compare with the",
         "  previous snapshot, reschedule, metrics). Once signing every request with",
         '  AK/SK as against the real cloud, once with `auth = "none"`.',
+        "- **jobwatchd (mixed services)**: the no-auth daemon again, polling as many",
+        "  jobs spread evenly over every service of the catalogue, each at its own path",
+        "  under the simulator's `/{service}` prefix and read in its own answer format",
+        "  (two sub-jobs where the format has them).",
         "- **vendor SDK**: `huaweicloudsdkecs` `EcsClient.show_job` from as many",
         "  threads as the concurrency, one shared client (requests' pool sized to",
         "  match), AK/SK signing every request.",
@@ -551,6 +555,14 @@ def _s1(result: s1.Result) -> list[str]:
         "![throughput](bench/throughput.png)",
         "",
     ]
+    alone, mixed = summary.get(s1.JW_NONE), summary.get(s1.JW_MIXED)
+    if alone and mixed:
+        lines += [
+            "Mixed services against ECS alone (the same daemon, no auth): CPU per poll",
+            f"{fmt(_ratio(mixed['cpu_per_1000'], alone['cpu_per_1000']), 2)}x, polls per second",
+            f"{fmt(_ratio(mixed['polls_per_second'], alone['polls_per_second']), 2)}x.",
+            "",
+        ]
     aksk = summary.get(s1.JW_AKSK)
     if aksk and raw:
         ratio = _ratio(aksk["polls_per_second"], raw["polls_per_second"])

@@ -8,6 +8,10 @@ in its own process, all at the same concurrency:
 - ``jobwatchd (AK/SK)``: the daemon, signing every request as against the
   real cloud, intervals of 1 ms, no rate limit;
 - ``jobwatchd (auth none)``: the same without signing;
+- ``jobwatchd (mixed services)``: the same, polling as many jobs spread over
+  every service of the catalogue (each at its own path under the simulator's
+  ``/{service}`` prefix, read in its own format; two sub-jobs where the format
+  has them), to compare its CPU per poll with ECS alone;
 - ``vendor SDK``: :func:`bench.clients.sdk_loop`.
 
 All four are started up front and frozen (SIGSTOP) outside their windows, so
@@ -31,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobwatchd.cloud.simulated_formats import SERVICE_SPECS
+
 from bench.common import (
     PYTHON,
     BenchError,
@@ -43,12 +49,15 @@ from bench.common import (
     write_daemon,
 )
 from bench.profiling import Profile, record
+from jobwatchd.cloud.simulator import SERVICE_JOB_TYPES
+from jobwatchd.services import SERVICES
 
 RAW = "raw aiohttp loop"
 JW_AKSK = "jobwatchd (AK/SK signed)"
 JW_NONE = "jobwatchd (no auth)"
+JW_MIXED = "jobwatchd (mixed services, no auth)"
 SDK = "vendor SDK (huaweicloudsdkecs)"
-CONTENDERS = (RAW, JW_AKSK, JW_NONE, SDK)
+CONTENDERS = (RAW, JW_AKSK, JW_NONE, JW_MIXED, SDK)
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,22 @@ class Result:
         }
 
 
+def _mixed_specs(jobs: int) -> list[dict[str, Any]]:
+    """``jobs`` simulator jobs spread evenly over every service, each running a
+    day, with two sub-jobs where the service's format lists sub-jobs."""
+    names = list(SERVICES)
+    specs: list[dict[str, Any]] = []
+    for index in range(jobs):
+        service = names[index % len(names)]
+        job_type = SERVICE_JOB_TYPES[service][0]
+        with_subs = SERVICE_SPECS[service][job_type].sub_job_type is not None
+        specs.append(
+            {"service": service, "job_type": job_type, "count": 2 if with_subs else 1}
+            | {"duration": 86_000}
+        )
+    return specs
+
+
 async def _prime(http: Http, daemon: Daemon, proc: Proc, jobs: int, timeout: float) -> None:
     """Wait until the daemon observed every job once (and a bit more) and
     delivered the events of those first observations."""
@@ -149,6 +174,12 @@ async def run(
         ids = await sim.create(http, [spec] * params.jobs)
         ids_file = work / "ids.txt"
         ids_file.write_text("\n".join(ids))
+        mixed_specs = _mixed_specs(params.jobs)
+        mixed_ids = await sim.create(http, mixed_specs)
+        mixed = {
+            job_id: str(spec["service"])
+            for job_id, spec in zip(mixed_ids, mixed_specs, strict=True)
+        }
         polling = {
             "concurrency": params.concurrency,
             "initial_delay": 0,
@@ -175,13 +206,23 @@ async def run(
             )
             for name, auth in ((JW_AKSK, "aksk"), (JW_NONE, "none"))
         }
+        daemons[JW_MIXED] = write_daemon(
+            procs,
+            "jobwatchd-mixed",
+            sim=sim,
+            polling=polling,
+            endpoints={name: f"{sim.url}/{name}" for name in SERVICES if name != "ecs"},
+        )
         for name, daemon in daemons.items():
             contenders[name] = daemon.start()
 
         async def prime(name: str) -> None:
             daemon = daemons[name]
             await daemon.wait_ready(http)
-            await daemon.register(http, ids)
+            if name == JW_MIXED:
+                await daemon.register(http, list(mixed), services=mixed)
+            else:
+                await daemon.register(http, ids)
             await _prime(http, daemon, contenders[name], params.jobs, timeout=300)
             contenders[name].suspend()
 

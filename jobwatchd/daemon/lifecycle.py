@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -48,7 +48,7 @@ from jobwatchd.http.routes import build_app
 from jobwatchd.http.server import BoundedRunner
 from jobwatchd.logs import get_logger
 from jobwatchd.metrics import Metrics
-from jobwatchd.models import StoredEvent
+from jobwatchd.models import DEFAULT_SERVICE, NewJob, StoredEvent
 from jobwatchd.options import read_secret
 from jobwatchd.sinks import SinkConfig, SinkContext, create_sink
 from jobwatchd.sinks.deadletters import DeadLetterService, DeadLetterStore
@@ -394,6 +394,31 @@ class Daemon:
     # -- reload ---------------------------------------------------------------------
 
 
+DEMO_LABEL: Final = {"demo": "simulated"}
+"""The label of the demo jobs ``jobwatchd run --simulate`` tracks."""
+
+
+async def _track_demo_jobs(daemon: Daemon, demo: Sequence[Mapping[str, object]]) -> None:
+    """Track the simulator's demo jobs (one per service shown) once the daemon is ready."""
+    await daemon.ready.wait()
+    account = daemon.config.default_account
+    assert daemon.tracker is not None
+    jobs = [
+        NewJob(
+            job_id=str(job["job_id"]),
+            project_id=account.project_id,
+            account=account.name,
+            service=str(job.get("service", DEFAULT_SERVICE)),
+            labels=DEMO_LABEL,
+        )
+        for job in demo
+    ]
+    try:
+        await daemon.tracker.register(jobs)
+    except Exception:  # the demo is a convenience: never a reason to stop
+        log.exception("simulator.demo_jobs_not_tracked")
+
+
 def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 8788) -> int:
     """Run the daemon in the foreground (``jobwatchd run``)."""
     loop_name = install_event_loop()
@@ -404,6 +429,7 @@ def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 
         nonlocal config
         sim_runner = None
         endpoint = None
+        demo: list[dict[str, object]] = []
         if simulate:
             from jobwatchd.cloud.simulator import (  # noqa: PLC0415
                 Simulator,
@@ -417,11 +443,16 @@ def run_daemon(config: Config, *, simulate: bool = False, simulator_port: int = 
             config = simulated(config, endpoint)
             demo = create_demo_jobs(simulator, 3, config.accounts[0].project_id)
             log.info("simulator.started", endpoint=endpoint, speed=10.0, demo_jobs=demo)
+        tracking: asyncio.Task[None] | None = None
         try:
             daemon = Daemon(config, simulator_endpoint=endpoint)
             started.append(daemon)
+            if simulate:
+                tracking = asyncio.create_task(_track_demo_jobs(daemon, demo))
             return await daemon.run()
         finally:
+            if tracking is not None:
+                tracking.cancel()
             if sim_runner is not None:
                 await sim_runner.cleanup()
 

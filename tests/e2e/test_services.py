@@ -139,3 +139,33 @@ def test_each_services_rate_limit_holds_on_its_own(
     assert max_in_window(sim.arrivals["cce"], 1.0) <= 2 + 2
     assert max_in_window(sim.arrivals["ecs"], 1.0) > 8 + 4
     assert sim.service_stats["evs"]["ok"] == len(sim.arrivals["evs"])
+
+
+def test_the_simulated_run_tracks_an_ecs_an_evs_and_a_cce_job(tmp_path: Path) -> None:
+    """``jobwatchd run --simulate`` (what ``make run`` starts): the demo jobs of the
+    in-process simulator are tracked from the start, one per service shown, and
+    each is answered at its own service's path."""
+    config = write_config(tmp_path / "c.toml", endpoint="http://127.0.0.1:9", state_dir=tmp_path)
+    daemon = DaemonProcess(config, tmp_path, args=["--simulate", "--simulator-port", "0"])
+    try:
+        daemon.start()
+
+        def demo_jobs() -> dict[str, dict[str, Any]] | None:
+            status, body, _ = http("GET", f"{daemon.url}/v1/jobs?label=demo=simulated")
+            assert status == 200, body
+            jobs = {job["service"]: job for job in body["jobs"]}
+            return jobs if len(jobs) == 3 else None
+
+        jobs = wait_until(demo_jobs, timeout=20, what="the demo jobs tracked")
+        assert set(jobs) == {"ecs", "evs", "cce"}
+
+        def observed() -> bool:
+            found = demo_jobs() or {}
+            return all(job["status"] != "PENDING" for job in found.values())
+
+        wait_until(observed, timeout=20, what="each demo job answered by its service")
+        started = next(r for r in daemon.log_records() if r.get("event") == "simulator.started")
+        assert {job["service"] for job in started["demo_jobs"]} == {"ecs", "evs", "cce"}
+        assert daemon.stop() == 0
+    finally:
+        daemon.reap()

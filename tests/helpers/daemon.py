@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,10 +94,19 @@ async def running_daemon(
 class DaemonProcess:
     """``jobwatchd run`` in a subprocess, stdout captured to a file."""
 
-    def __init__(self, config: Path, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.env = env
+        self.args = tuple(args)
+        """More arguments of ``jobwatchd run``."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: str | None = None
         self.runs = 0
@@ -112,7 +121,7 @@ class DaemonProcess:
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobwatchd", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "jobwatchd", "run", "-c", str(self.config), *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
