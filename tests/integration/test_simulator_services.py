@@ -560,3 +560,29 @@ async def test_standalone_prints_a_query_per_service_that_answers() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_iam_tokens_are_scoped_on_every_service_route(served: Any) -> None:
+    s: Served = await served(iam_users={("acme", "bot"): "pa55word"})
+    request = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": "bot", "password": "pa55word", "domain": {"name": "acme"}}
+                },
+            },
+            "scope": {"project": {"id": DEFAULT_PROJECT_ID}},
+        }
+    }
+    async with s.http.post(f"{s.base}/v3/auth/tokens", json=request) as resp:
+        assert resp.status == 201
+        token = resp.headers["X-Subject-Token"]
+    for service in ("cce", "geminidb", "sfs-turbo"):
+        mine = s.sim.create_job(service=service)
+        theirs = s.sim.create_job(service=service, project_id="another-project")
+        assert (await s.get(s.url(service, mine), **{"X-Auth-Token": token}))[0] == 200
+        status, raw = await s.get(
+            s.url(service, theirs, project_id="another-project"), **{"X-Auth-Token": token}
+        )
+        assert (status, orjson.loads(raw)["error_code"]) == (401, "APIGW.0301")
