@@ -1,8 +1,12 @@
-"""Built-in simulated cloud: the ECS "Querying Task Execution Status" API.
+"""Built-in simulated cloud: the ECS "Querying Task Execution Status" API, and
+every other service's job API of :data:`jobwatchd.cloud.services.SERVICES`.
 
-The simulator serves ``GET /v1/{project_id}/jobs/{job_id}`` in exactly the
-vendor's response format, so jobwatchd (and users testing their own
-pipelines) can run with no cloud account. Jobs move INIT -> RUNNING ->
+The simulator serves ECS's ``GET /v1/{project_id}/jobs/{job_id}`` at the root,
+and each service's own job query under ``/{service}`` (``/evs/v1/...``,
+``/cce/api/v3/projects/...``, ``/rds/v3/{project_id}/jobs?id=...``), each in
+exactly the vendor's response format (:mod:`jobwatchd.cloud.simulated_formats`),
+so jobwatchd (and users testing their own pipelines) can run with no cloud
+account. Jobs move INIT -> RUNNING ->
 SUCCESS/FAIL, with sub-jobs for batch operations, over realistic durations
 compressed by a ``speed`` factor, and faults (latency, 5xx, throttling,
 malformed bodies, missing ``status``, 404) can be injected on request.
@@ -36,7 +40,7 @@ import signal
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -44,18 +48,43 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from jobwatchd.cloud import signing
+from jobwatchd.cloud import services, signing
+from jobwatchd.cloud.simulated_formats import (
+    ERROR_STYLES,
+    FAIL,
+    INIT,
+    INSTANCE_SUFFIXES,
+    PENDING_PAYMENT,
+    RUNNING,
+    SERVICE_SPECS,
+    SUCCESS,
+    UUID_JOB_IDS,
+    JobSpec,
+    SimJob,
+    SimSubJob,
+    error_body,
+    format_time,
+    has_init,
+    not_found,
+    render,
+    without_status,
+)
 
 __all__ = [
     "DEFAULT_PROJECT_ID",
+    "DEMO_SERVICES",
     "JOB_TYPES",
+    "MAX_ARRIVALS",
     "MAX_SIGNATURE_AGE",
     "MAX_SUB_JOBS",
     "OUTCOMES",
+    "SERVICE_JOB_TYPES",
     "Faults",
     "Simulator",
     "Transition",
+    "create_demo_jobs",
     "format_time",
+    "max_in_window",
     "run_standalone",
     "start_simulator",
 ]
@@ -75,105 +104,23 @@ MAX_DURATION: Final = 7 * 24 * 3600.0
 MAX_SIGNATURE_AGE: Final = 15 * 60.0
 """How far ``X-Sdk-Date`` may be from the simulator's clock, in seconds (as the gateway)."""
 
-# Statuses, as the vendor spells them.
-INIT: Final = "INIT"
-RUNNING: Final = "RUNNING"
-PENDING_PAYMENT: Final = "PENDING_PAYMENT"
-SUCCESS: Final = "SUCCESS"
-FAIL: Final = "FAIL"
+MAX_ARRIVALS: Final = 10_000
+"""Arrival times kept per service in :attr:`Simulator.arrivals`."""
 
 _PROJECT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _JSON_TYPE: Final = "application/json"
 
-
-@dataclass(frozen=True, slots=True)
-class _JobSpec:
-    """How one job type behaves: its sub-jobs, entities, duration and failures."""
-
-    sub_job_type: str | None  # None: the job has no sub-jobs
-    entity_key: str  # "server_id" or "nic_id"
-    creates_entity: bool  # the entity ID only appears once the (sub-)job runs
-    median_duration: float  # simulated seconds, for a single-item job
-    sigma: float  # log-normal shape
-    failures: tuple[tuple[str, str], ...]  # (error_code, message) a failure draws from
-
-
-_SPECS: Final[Mapping[str, _JobSpec]] = {
-    "createServer": _JobSpec(
-        sub_job_type="createSingleServer",
-        entity_key="server_id",
-        creates_entity=True,
-        median_duration=90.0,
-        sigma=0.35,
-        failures=(
-            ("Ecs.0013", "Insufficient EIP quota."),
-            ("Ecs.0012", "Insufficient IP addresses."),
-            ("Ecs.0001", "The number of ECSs is beyond the quota limit."),
-        ),
-    ),
-    "deleteServer": _JobSpec(
-        sub_job_type="deleteSingleServer",
-        entity_key="server_id",
-        creates_entity=False,
-        median_duration=45.0,
-        sigma=0.35,
-        failures=(("Ecs.0100", "Invalid ECS status."),),
-    ),
-    "batchStartServer": _JobSpec(
-        sub_job_type="startSingleServer",
-        entity_key="server_id",
-        creates_entity=False,
-        median_duration=30.0,
-        sigma=0.4,
-        failures=(("Ecs.0100", "Invalid ECS status."),),
-    ),
-    "batchStopServer": _JobSpec(
-        sub_job_type="stopSingleServer",
-        entity_key="server_id",
-        creates_entity=False,
-        median_duration=35.0,
-        sigma=0.4,
-        failures=(("Ecs.0100", "Invalid ECS status."),),
-    ),
-    "batchRebootServer": _JobSpec(
-        sub_job_type="rebootSingleServer",
-        entity_key="server_id",
-        creates_entity=False,
-        median_duration=60.0,
-        sigma=0.35,
-        failures=(("Ecs.0100", "Invalid ECS status."),),
-    ),
-    "addNics": _JobSpec(
-        sub_job_type="addSingleNic",
-        entity_key="nic_id",
-        creates_entity=True,
-        median_duration=20.0,
-        sigma=0.4,
-        failures=(
-            ("Ecs.0010", "Private IP address 192.168.0.10 is already in use."),
-            ("Ecs.0012", "Insufficient IP addresses."),
-        ),
-    ),
-    "deleteNics": _JobSpec(
-        sub_job_type="deleteSingleNic",
-        entity_key="nic_id",
-        creates_entity=False,
-        median_duration=15.0,
-        sigma=0.4,
-        failures=(("Ecs.1201", "Operation timed out."),),
-    ),
-    "resizeServer": _JobSpec(
-        sub_job_type=None,
-        entity_key="server_id",
-        creates_entity=False,
-        median_duration=120.0,
-        sigma=0.35,
-        failures=(("Ecs.0009", "Another flavor must be used for resizing."),),
-    ),
-}
+_SPECS: Final[Mapping[str, JobSpec]] = SERVICE_SPECS["ecs"]
+# Jobs whose answer names their resource (a cluster, a load balancer) besides sub-jobs.
+_SERVICES_WITH_A_RESOURCE: Final = frozenset({"cce", "elb"})
 
 JOB_TYPES: Final[tuple[str, ...]] = tuple(_SPECS)
-"""The job types :meth:`Simulator.create_job` accepts."""
+"""The ECS job types :meth:`Simulator.create_job` accepts (see :data:`SERVICE_JOB_TYPES`)."""
+
+SERVICE_JOB_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
+    name: tuple(specs) for name, specs in SERVICE_SPECS.items()
+}
+"""Every service's job types, its default first."""
 
 # Outcomes counted in Simulator.stats, one per job query.
 OUTCOMES: Final[tuple[str, ...]] = (
@@ -282,49 +229,6 @@ class Transition:
         }
 
 
-@dataclass(slots=True)
-class _SubJob:
-    job_id: str
-    entity_id: str
-    begin: float  # wall-clock instants
-    running: float
-    end: float
-    failure: tuple[str, str] | None
-
-
-@dataclass(slots=True)
-class _Job:
-    job_id: str
-    project_id: str
-    job_type: str
-    spec: _JobSpec
-    duration: float  # simulated seconds, creation to terminal
-    begin: float  # wall-clock instants
-    running: float
-    end: float
-    failure: tuple[str, str] | None
-    entity_id: str | None  # jobs without sub-jobs
-    subs: tuple[_SubJob, ...] | None  # jobs with sub-jobs
-    created: float = 0.0  # wall-clock: before ``begin`` only while waiting for payment
-
-
-def _status(running: float, end: float, failed: bool, now: float) -> str:
-    if now < running:
-        return INIT
-    if now < end:
-        return RUNNING
-    return FAIL if failed else SUCCESS
-
-
-def format_time(t: float) -> str:
-    """Format a unix time the vendor's way: ``2016-04-25T20:04:47.591Z`` (UTC)."""
-    # Rounding (not truncating) keeps 1461614674.604 from printing as .603; it
-    # is monotonic, so a sub-job never appears to end after its parent.
-    millis = round(t * 1000)
-    seconds, ms = divmod(millis, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
-
-
 def _check_create_args(
     job_type: object,
     project_id: object,
@@ -332,19 +236,26 @@ def _check_create_args(
     fail: object,
     duration: object,
     payment: object = 0.0,
+    service: object = "ecs",
 ) -> None:
     """Raise :class:`ValueError` if the arguments of a job creation are bad."""
+    if not isinstance(service, str):
+        raise TypeError("service must be a string")
+    if service not in SERVICE_SPECS:
+        raise ValueError(f"service must be one of: {', '.join(SERVICE_SPECS)}")
+    specs = SERVICE_SPECS[service]
     if not isinstance(job_type, str):
         raise TypeError("job_type must be a string")
-    if job_type not in _SPECS:
-        raise ValueError(f"job_type must be one of: {', '.join(JOB_TYPES)}")
+    if job_type not in specs:
+        where = "" if service == "ecs" else f" for service {service}"
+        raise ValueError(f"job_type must be one of{where}: {', '.join(specs)}")
     if not isinstance(project_id, str):
         raise TypeError("project_id must be a string")
     if not _PROJECT_ID_RE.fullmatch(project_id):
         raise ValueError("project_id must be 1-64 characters of [A-Za-z0-9_-]")
     if isinstance(count, bool) or not isinstance(count, int):
         raise TypeError("count must be an integer")
-    if _SPECS[job_type].sub_job_type is None:
+    if specs[job_type].sub_job_type is None:
         if count != 1:
             raise ValueError(f"count must be 1 for {job_type}, which has no sub-jobs")
     elif not 1 <= count <= MAX_SUB_JOBS:
@@ -360,10 +271,33 @@ def _check_create_args(
         raise TypeError("payment must be a number of seconds")
     if not math.isfinite(payment) or not 0.0 <= payment <= MAX_DURATION:
         raise ValueError(f"payment must be between 0 and {MAX_DURATION:.0f} seconds")
+    if payment and service != "ecs":
+        raise ValueError("payment (PENDING_PAYMENT) is simulated for ecs jobs only")
+
+
+def max_in_window(times: Iterable[float], window: float = 1.0) -> int:
+    """The most of ``times`` (seconds, in any order) within any one half-open span
+    ``[t, t + window)``: the peak rate a client reached."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 class Simulator:
-    """The simulated ECS job API: job timelines, fault injection and the HTTP app.
+    """The simulated job APIs: job timelines, fault injection and the HTTP app.
+
+    ECS's ``GET /v1/{project_id}/jobs/{job_id}`` is served at the root, and
+    every service of :data:`jobwatchd.cloud.services.SERVICES` (``ecs`` too)
+    under the prefix ``/{service}``: its own path in its own answer format
+    (:mod:`jobwatchd.cloud.simulated_formats`), so
+    ``services.job_url(name, f"{url}/{name}", project_id, job_id)`` queries
+    it. A job belongs to one service; asked for under another service's route
+    (or at the root, for a non-ECS job) it is not found, in that service's
+    error form. Faults, throttling and authentication apply to every route.
 
     ``speed`` compresses time: with ``speed=10`` a job of 60 simulated
     seconds takes 6 s of wall time. The timestamps it reports are wall-clock
@@ -417,6 +351,15 @@ class Simulator:
             collections.defaultdict(collections.Counter)
         )
         """Job queries answered, by project, then by outcome."""
+        self.service_stats: collections.defaultdict[str, collections.Counter[str]] = (
+            collections.defaultdict(collections.Counter)
+        )
+        """Job queries answered, by service (``ecs`` for the root route), then by outcome."""
+        self.arrivals: collections.defaultdict[str, collections.deque[float]] = (
+            collections.defaultdict(lambda: collections.deque(maxlen=MAX_ARRIVALS))
+        )
+        """Service -> the ``time.monotonic()`` arrival times of its last
+        :data:`MAX_ARRIVALS` job queries (see :func:`max_in_window`)."""
         self._tokens: dict[str, tuple[float, str]] = {}  # token -> (expires at, project)
         self.speed: float = float(speed)
         """Time compression factor (simulated seconds per wall second)."""
@@ -431,13 +374,14 @@ class Simulator:
         # A separate stream, so the number of requests served does not change
         # the timelines of jobs created afterwards.
         self._fault_rng = random.Random(self._rng.getrandbits(64))
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, SimJob] = {}
 
     # ------------------------------------------------------------- accounts
 
     def throttle_project(self, project_id: str, status: int = 429) -> None:
-        """Answer every job query of ``project_id`` with ``status`` (429, or 403 as
-        some gateways do) and the ``APIGW.0308`` body, ``Retry-After`` from the faults."""
+        """Answer every job query of ``project_id``, on every service's route, with
+        ``status`` (429, or 403 as some gateways do) and the ``APIGW.0308`` body,
+        ``Retry-After`` from the faults."""
         if status not in (403, 429):
             raise ValueError("status must be 429 or 403")
         self.throttled[project_id] = status
@@ -458,15 +402,21 @@ class Simulator:
 
     def create_job(
         self,
-        job_type: str = "createServer",
+        job_type: str | None = None,
         *,
         project_id: str = DEFAULT_PROJECT_ID,
         count: int = 1,
         fail: bool = False,
         duration: float | None = None,
         payment: float = 0.0,
+        service: str = "ecs",
     ) -> str:
-        """Create a job starting now and return its 32-hex-digit job ID.
+        """Create a job of ``service`` starting now and return its job ID (32 hex
+        digits, or a UUID where the service's examples have one).
+
+        ``job_type`` is one of :data:`SERVICE_JOB_TYPES` ``[service]``, by
+        default the first (``createServer`` for ECS). Only ECS jobs take
+        ``payment``.
 
         ``count`` is the number of sub-jobs (servers or NICs); job types
         without sub-jobs (``resizeServer``) take only 1. With ``fail`` one
@@ -479,8 +429,10 @@ class Simulator:
         :class:`ValueError` for a bad value and :class:`TypeError` for a value
         of the wrong type.
         """
-        _check_create_args(job_type, project_id, count, fail, duration, payment)
-        spec = _SPECS[job_type]
+        if job_type is None:
+            job_type = SERVICE_JOB_TYPES[service][0] if service in SERVICE_JOB_TYPES else ""
+        _check_create_args(job_type, project_id, count, fail, duration, payment, service)
+        spec = SERVICE_SPECS[service][job_type]
         rng = self._rng
         if duration is None:
             duration = self._draw_duration(spec, count)
@@ -496,44 +448,48 @@ class Simulator:
         # 55-93 % (a failure may come from 30 %), and the job ends at 100 %,
         # after all its sub-jobs.
         run_f = rng.uniform(0.03, 0.10)
+        init = has_init(service)  # else the job (and its sub-jobs) runs from its start
         failure: tuple[str, str] | None = rng.choice(spec.failures) if fail else None
         entity_id: str | None = None
-        subs: tuple[_SubJob, ...] | None = None
-        if spec.sub_job_type is None:
-            entity_id = self._new_uuid()
-        else:
+        subs: tuple[SimSubJob, ...] | None = None
+        if spec.sub_job_type is None or service in _SERVICES_WITH_A_RESOURCE:
+            entity_id = self._new_entity_id(service)
+        if spec.sub_job_type is not None:
             failing = rng.randrange(count) if fail else -1
-            made: list[_SubJob] = []
+            made: list[SimSubJob] = []
             for i in range(count):
                 begin_f = run_f + rng.uniform(0.005, 0.05)
                 sub_run_f = begin_f + rng.uniform(0.005, 0.05)
                 sub_failed = i == failing
                 end_f = rng.uniform(0.30, 0.90) if sub_failed else rng.uniform(0.55, 0.93)
+                sub_begin = at(begin_f)
                 made.append(
-                    _SubJob(
-                        job_id=self._new_job_id(),
+                    SimSubJob(
+                        job_id=self._new_job_id(service),
                         entity_id=self._new_uuid(),
-                        begin=at(begin_f),
-                        running=at(sub_run_f),
+                        begin=sub_begin,
+                        running=at(sub_run_f) if init else sub_begin,
                         end=at(end_f),
                         failure=failure if sub_failed else None,
+                        job_type=None if service == "ecs" else spec.sub_type(i),
                     )
                 )
             subs = tuple(made)
-        job_id = self._new_job_id()
-        self._jobs[job_id] = _Job(
+        job_id = self._new_job_id(service)
+        self._jobs[job_id] = SimJob(
             job_id=job_id,
             project_id=project_id,
             job_type=job_type,
             spec=spec,
             duration=float(duration),
             begin=start,
-            running=at(run_f),
+            running=at(run_f) if init else start,
             end=at(1.0),
             failure=failure,
             entity_id=entity_id,
             subs=subs,
             created=created,
+            service=service,
         )
         return job_id
 
@@ -541,28 +497,40 @@ class Simulator:
         """Return the IDs of all jobs, oldest first."""
         return list(self._jobs)
 
+    def service_of(self, job_id: str) -> str:
+        """The service job ``job_id`` belongs to; :class:`KeyError` for an unknown job."""
+        return self._jobs[job_id].service
+
     def transitions(self, job_id: str) -> list[Transition]:
         """Return the transitions of a job and its sub-jobs reached by now.
 
         They are in the order they happened; at equal times, causes come
         before effects, so every sub-job's terminal transition precedes the
-        job's. Raises :class:`KeyError` for an unknown job.
+        job's. Statuses are jobwatchd's (``INIT``, ``RUNNING``, ``SUCCESS``,
+        ``FAIL``, and ECS's ``PENDING_PAYMENT``) whatever the service's own
+        words (CCE's ``Running``, ELB's ``COMPLETE``, RDS's ``Completed``...):
+        what jobwatchd maps the answers to, so they compare with its events.
+        Services without an initial status (the RDS family, SFS Turbo) have
+        no ``INIT``: their jobs are ``RUNNING`` from the start. Raises
+        :class:`KeyError` for an unknown job.
         """
         job = self._jobs[job_id]
         now = self._clock()
         terminal = FAIL if job.failure is not None else SUCCESS
+        init = has_init(job.service)
         found = [
             *(
                 [Transition(job_id, None, PENDING_PAYMENT, job.created)]
                 if job.created < job.begin
                 else []
             ),
-            Transition(job_id, None, INIT, job.begin),
+            *([Transition(job_id, None, INIT, job.begin)] if init else []),
             Transition(job_id, None, RUNNING, job.running),
         ]
         for sub in job.subs or ():
             to = FAIL if sub.failure is not None else SUCCESS
-            found.append(Transition(sub.job_id, job_id, INIT, sub.begin))
+            if init:
+                found.append(Transition(sub.job_id, job_id, INIT, sub.begin))
             found.append(Transition(sub.job_id, job_id, RUNNING, sub.running))
             found.append(Transition(sub.job_id, job_id, to, sub.end))
         found.append(Transition(job_id, None, terminal, job.end))
@@ -572,14 +540,13 @@ class Simulator:
         return reached
 
     def job_body(self, job_id: str, now: float | None = None) -> dict[str, Any]:
-        """Return the vendor response body of a job at ``now`` (default: the clock).
-
-        Raises :class:`KeyError` for an unknown job.
+        """Return the vendor response body of a job at ``now`` (default: the clock),
+        in its service's format. Raises :class:`KeyError` for an unknown job.
         """
         job = self._jobs[job_id]
-        return _job_body(job, self._clock() if now is None else now)
+        return render(job, self._clock() if now is None else now)
 
-    def _draw_duration(self, spec: _JobSpec, count: int) -> float:
+    def _draw_duration(self, spec: JobSpec, count: int) -> float:
         rng = self._rng
         # Batches take somewhat longer than single operations.
         median = spec.median_duration * (1.0 + 0.15 * math.log2(count))
@@ -588,11 +555,20 @@ class Simulator:
             seconds *= rng.uniform(2.0, 5.0)
         return min(max(seconds, 5.0), 3600.0)
 
-    def _new_job_id(self) -> str:
+    def _new_job_id(self, service: str = "ecs") -> str:
         while True:
-            job_id = f"{self._rng.getrandbits(128):032x}"
+            if service in UUID_JOB_IDS:
+                job_id = self._new_uuid()
+            else:
+                job_id = f"{self._rng.getrandbits(128):032x}"
             if job_id not in self._jobs:
                 return job_id
+
+    def _new_entity_id(self, service: str) -> str:
+        suffix = INSTANCE_SUFFIXES.get(service)
+        if suffix is None:
+            return self._new_uuid()
+        return f"{self._rng.getrandbits(128):032x}{suffix}"
 
     def _new_uuid(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -602,7 +578,10 @@ class Simulator:
     def app(self) -> web.Application:
         """Build the aiohttp application serving the job API and ``/_sim/`` control."""
         app = web.Application()
-        app.router.add_get("/v1/{project_id}/jobs/{job_id}", self._handle_job)
+        app.router.add_get("/v1/{project_id}/jobs/{job_id}", self._job_handler("ecs"))
+        for name, entry in services.SERVICES.items():
+            # The catalogue's own path templates use aiohttp's {name} placeholders.
+            app.router.add_get(f"/{name}{entry.path}", self._job_handler(name))
         app.router.add_post("/v3/auth/tokens", self._handle_iam_token)
         app.router.add_post("/_sim/jobs", self._handle_create)
         app.router.add_get("/_sim/jobs", self._handle_list)
@@ -627,32 +606,55 @@ class Simulator:
                 return outcome
         return None
 
-    async def _handle_job(self, request: web.Request) -> web.Response:
+    def _job_handler(
+        self, service: str
+    ) -> Callable[[web.Request], Coroutine[Any, Any, web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            return await self._handle_job(request, service)
+
+        return handle
+
+    async def _handle_job(self, request: web.Request, service: str) -> web.Response:
+        self.arrivals[service].append(time.monotonic())
         if self.faults.latency > 0:
             await asyncio.sleep(self.faults.latency)
         request_id = uuid.uuid4().hex
         headers = {"X-Request-Id": request_id}
         project_id = request.match_info["project_id"]
         counts = self.project_stats[project_id]
+        per_service = self.service_stats[service]
+
+        def count(outcome: str) -> None:
+            self.stats[outcome] += 1
+            counts[outcome] += 1
+            per_service[outcome] += 1
+
         refusal = await self._authenticate(request, project_id, request_id)
         if refusal is not None:
-            self.stats["unauthorized"] += 1
-            counts["unauthorized"] += 1
+            count("unauthorized")
             return _json(refusal, 401, headers)
         if project_id in self.throttled:
-            self.stats["throttled"] += 1
-            counts["throttled"] += 1
+            count("throttled")
             return self._throttled(self.throttled[project_id], request_id, headers)
-        job = self._jobs.get(request.match_info["job_id"])
-        if job is None or job.project_id != project_id:
-            self.stats["unknown_job"] += 1
-            counts["unknown_job"] += 1
-            return _json(_vendor_error("Common.0011", "Failed to obtain the job."), 400, headers)
+        query_key = services.SERVICES[service].query_key
+        if query_key is None:
+            job_id: str | None = request.match_info["job_id"]
+        else:
+            job_id = request.query.get(query_key)
+        job = self._jobs.get(job_id) if job_id else None
+        if job is None or job.project_id != project_id or job.service != service:
+            count("unknown_job")
+            if service == "ecs":
+                body = _vendor_error("Common.0011", "Failed to obtain the job.")
+                return _json(body, 400, headers)
+            status, body = not_found(service, request_id)
+            return _json(body, status, headers)
         fault = self._draw_fault()
-        self.stats[fault or "ok"] += 1
-        counts[fault or "ok"] += 1
+        count(fault or "ok")
         if fault == "429":
             return self._throttled(429, request_id, headers)
+        if service != "ecs" and fault is not None and fault != "malformed":
+            return self._service_fault(service, fault, job, request_id, headers)
         if fault == "5xx":
             status = self._fault_rng.choice((500, 502, 503))
             return _json(_vendor_error("Common.0001", "System error."), status, headers)
@@ -666,13 +668,33 @@ class Simulator:
             # The job API's own error form: code and message at the top level.
             no_status = {"code": "Common.0021", "message": "Failed to obtain the job."}
             return _json(no_status, 200, headers)
-        raw = orjson.dumps(_job_body(job, self._clock()))
+        raw = orjson.dumps(render(job, self._clock(), request_id))
         if fault == "malformed":
             # Any strict prefix of a JSON object is invalid JSON.
             raw = raw[: max(1, len(raw) // 2)]
         return web.Response(
             body=raw, status=200, headers=headers, content_type=_JSON_TYPE, charset="UTF-8"
         )
+
+    def _service_fault(
+        self, service: str, fault: str, job: SimJob, request_id: str, headers: dict[str, str]
+    ) -> web.Response:
+        """A fault (other than 429 and malformed) in a non-ECS service's own form."""
+        style = ERROR_STYLES[service]
+        if fault == "5xx":
+            status = self._fault_rng.choice((500, 502, 503))
+            return _json(error_body(service, *style.server_error, request_id), status, headers)
+        if fault == "404":
+            status, body = not_found(service, request_id, 404)
+            return _json(body, status, headers)
+        if fault == "400":
+            return _json(error_body(service, *style.rejected, request_id), 400, headers)
+        # no_status: ECS's own query-failure form is ECS's; the ECS shape of the
+        # other services loses its status, a nested format the one in its envelope.
+        if services.SERVICES[service].answer_format == "ecs":
+            no_status = {"code": "Common.0021", "message": "Failed to obtain the job."}
+            return _json(no_status, 200, headers)
+        return _json(without_status(service, render(job, self._clock(), request_id)), 200, headers)
 
     async def _authenticate(
         self, request: web.Request, project_id: str, request_id: str
@@ -798,6 +820,7 @@ class Simulator:
             fail=spec["fail"],
             duration=spec["duration"],
             payment=spec["payment"],
+            service=spec["service"],
         )
 
     async def _handle_list(self, request: web.Request) -> web.Response:
@@ -823,87 +846,16 @@ class Simulator:
         return _json(self.faults.to_dict())
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
-        counts = {outcome: self.stats[outcome] for outcome in OUTCOMES}
+        counts: dict[str, object] = {outcome: self.stats[outcome] for outcome in OUTCOMES}
         counts.update(self.stats)
+        counts["services"] = {
+            name: {
+                **{outcome: self.service_stats[name][outcome] for outcome in OUTCOMES},
+                **self.service_stats[name],
+            }
+            for name in services.SERVICES
+        }
         return _json(counts)
-
-
-def _job_body(job: _Job, now: float) -> dict[str, Any]:
-    spec = job.spec
-    entities: dict[str, Any]
-    if now < job.begin:  # waiting for payment: nothing has started
-        return _body(
-            status=PENDING_PAYMENT,
-            entities={},
-            job_id=job.job_id,
-            job_type=job.job_type,
-            begin=job.created,
-            end=job.end,
-            failure=None,
-            now=now,
-        )
-    if job.subs is None or spec.sub_job_type is None:
-        entities = {spec.entity_key: job.entity_id}
-    else:
-        sub_type = spec.sub_job_type
-        sub_jobs = [_sub_body(sub, sub_type, spec, now) for sub in job.subs if now >= sub.begin]
-        entities = {"sub_jobs_total": len(job.subs), "sub_jobs": sub_jobs}
-    return _body(
-        status=_status(job.running, job.end, job.failure is not None, now),
-        entities=entities,
-        job_id=job.job_id,
-        job_type=job.job_type,
-        begin=job.begin,
-        end=job.end,
-        failure=job.failure,
-        now=now,
-    )
-
-
-def _sub_body(sub: _SubJob, sub_type: str, spec: _JobSpec, now: float) -> dict[str, Any]:
-    status = _status(sub.running, sub.end, sub.failure is not None, now)
-    entities: dict[str, str] = {}
-    # Like the real API, a creation's server_id / nic_id is known once it runs.
-    if not spec.creates_entity or status != INIT:
-        entities[spec.entity_key] = sub.entity_id
-    if status == FAIL and sub.failure is not None:
-        entities["errorcode_message"] = sub.failure[1]
-    return _body(
-        status=status,
-        entities=entities,
-        job_id=sub.job_id,
-        job_type=sub_type,
-        begin=sub.begin,
-        end=sub.end,
-        failure=sub.failure,
-        now=now,
-    )
-
-
-def _body(
-    *,
-    status: str,
-    entities: dict[str, Any],
-    job_id: str,
-    job_type: str,
-    begin: float,
-    end: float,
-    failure: tuple[str, str] | None,
-    now: float,
-) -> dict[str, Any]:
-    """One (sub-)job object, its keys in the vendor example's order."""
-    ended = now >= end
-    error_code, fail_reason = failure if ended and failure is not None else (None, None)
-    return {
-        "status": status,
-        "entities": entities,
-        "job_id": job_id,
-        "job_type": job_type,
-        "begin_time": format_time(begin),
-        "end_time": format_time(end) if ended else None,
-        "error_code": error_code,
-        "fail_reason": fail_reason,
-    }
 
 
 def _vendor_error(code: str, message: str) -> dict[str, Any]:
@@ -987,7 +939,9 @@ async def _read_json(request: web.Request) -> object:
         raise ValueError("body is not valid JSON") from None
 
 
-_CREATE_KEYS: Final = frozenset({"job_type", "project_id", "count", "fail", "duration", "payment"})
+_CREATE_KEYS: Final = frozenset(
+    {"service", "job_type", "project_id", "count", "fail", "duration", "payment"}
+)
 
 
 def _parse_create_body(data: object) -> tuple[list[dict[str, Any]], bool]:
@@ -1019,13 +973,17 @@ def _parse_job_request(item: object) -> dict[str, Any]:
     unknown = set(item) - _CREATE_KEYS
     if unknown:
         raise ValueError(f"unknown key(s): {', '.join(sorted(unknown))}")
+    service = item.get("service", "ecs")
+    known = isinstance(service, str) and service in SERVICE_JOB_TYPES
+    default_type = SERVICE_JOB_TYPES[service][0] if known else ""
     spec: dict[str, Any] = {
-        "job_type": item.get("job_type", "createServer"),
+        "job_type": item.get("job_type", default_type),
         "project_id": item.get("project_id", DEFAULT_PROJECT_ID),
         "count": item.get("count", 1),
         "fail": item.get("fail", False),
         "duration": item.get("duration"),
         "payment": item.get("payment", 0.0),
+        "service": service,
     }
     _check_create_args(**spec)
     return spec
@@ -1067,8 +1025,10 @@ def run_standalone(
 ) -> None:
     """Run the simulator in the foreground until SIGINT or SIGTERM.
 
-    Creates ``demo_jobs`` jobs of assorted types (about one in four failing)
-    and prints one line per demo job and one with the listening URL.
+    Creates ``demo_jobs`` jobs of assorted services and types (about one in
+    four failing) and prints one line per demo job (with its service), one
+    with the listening URL, and a ``curl`` line per service of the demo jobs
+    (its ``/{service}`` prefix URL).
     """
     if demo_jobs < 0:
         raise ValueError("demo_jobs must be zero or more")
@@ -1085,44 +1045,79 @@ async def _serve(sim: Simulator, host: str, port: int, demo_jobs: int) -> None:
             # Not available on Windows; Ctrl-C then ends asyncio.run() instead.
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
-        for job in create_demo_jobs(sim, demo_jobs):
+        demo = create_demo_jobs(sim, demo_jobs)
+        for job in demo:
             duration = float(str(job["duration"]))
             subs = f"sub_jobs={job['sub_jobs']}" if job["sub_jobs"] else "no sub-jobs"
             print(
-                f"demo job {job['job_id']} {job['job_type']} {subs} -> {job['outcome']} "
-                f"after {duration:.1f}s simulated ({duration / sim.speed:.1f}s wall)",
+                f"demo job {job['job_id']} {job['service']} {job['job_type']} {subs} "
+                f"-> {job['outcome']} after {duration:.1f}s simulated "
+                f"({duration / sim.speed:.1f}s wall)",
                 flush=True,
             )
         url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
         auth = " X-Auth-Token required" if sim.token is not None else ""
         print(
-            f"simulated ECS job API listening on {url} "
+            f"simulated job APIs listening on {url} (ECS at /, every service at /{{service}}) "
             f"project_id={DEFAULT_PROJECT_ID} speed={sim.speed:g}{auth}",
             flush=True,
         )
-        if demo_jobs:
+        header = " -H 'X-Auth-Token: <token>'" if sim.token is not None else ""
+        if demo:
             example = sim.job_ids()[0]
-            header = " -H 'X-Auth-Token: <token>'" if sim.token is not None else ""
             print(f"try: curl{header} {url}/v1/{DEFAULT_PROJECT_ID}/jobs/{example}", flush=True)
+        shown: set[str] = set()
+        for job in demo:
+            service = str(job["service"])
+            if service in shown:
+                continue
+            shown.add(service)
+            job_id = str(job["job_id"])
+            query = services.job_url(service, f"{url}/{service}", DEFAULT_PROJECT_ID, job_id)
+            print(f"try ({service}): curl{header} '{query}'", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
+DEMO_SERVICES: Final[tuple[str, ...]] = (
+    "ecs",
+    "evs",
+    "cce",
+    "ims",
+    "elb",
+    "rds",
+    "vpc",
+    "bms",
+    "dcs",
+    "sfs-turbo",
+    "taurusdb",
+    "dds",
+    "geminidb",
+)
+"""The services demo jobs cycle over: with three demo jobs, an ECS, an EVS and a CCE one."""
+
+
 def create_demo_jobs(
     sim: Simulator, count: int, project_id: str = DEFAULT_PROJECT_ID
 ) -> list[dict[str, object]]:
-    """``count`` jobs of every type in turn, one in four failing; what each will do."""
+    """``count`` jobs over :data:`DEMO_SERVICES` in turn (each service's job types
+    in turn), one in four failing; what each will do."""
     demo: list[dict[str, object]] = []
     for i in range(count):
-        job_type = JOB_TYPES[i % len(JOB_TYPES)]
-        has_subs = _SPECS[job_type].sub_job_type is not None
+        service = DEMO_SERVICES[i % len(DEMO_SERVICES)]
+        types = SERVICE_JOB_TYPES[service]
+        job_type = types[(i // len(DEMO_SERVICES)) % len(types)]
+        has_subs = SERVICE_SPECS[service][job_type].sub_job_type is not None
         items = 1 + i % 3 if has_subs else 1
         fail = i % 4 == 3
-        job_id = sim.create_job(job_type, project_id=project_id, count=items, fail=fail)
+        job_id = sim.create_job(
+            job_type, project_id=project_id, count=items, fail=fail, service=service
+        )
         demo.append(
             {
                 "job_id": job_id,
+                "service": service,
                 "job_type": job_type,
                 "sub_jobs": items if has_subs else 0,
                 "outcome": FAIL if fail else SUCCESS,

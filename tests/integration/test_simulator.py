@@ -25,6 +25,7 @@ from jobwatchd.cloud.simulator import (
     format_time,
     start_simulator,
 )
+from tests.helpers.clock import FakeClock
 from tests.helpers.vendor import VENDOR_EXAMPLE
 
 T0 = 1461614674.604  # the vendor example's begin_time
@@ -45,19 +46,9 @@ EXPECTED_TYPES: dict[str, tuple[str | None, str]] = {
 }
 
 
-class FakeClock:
-    """A settable clock; tests move time instead of sleeping."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
