@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from jobwatchd.cloud.services import SERVICES
+from jobwatchd.services import SERVICES
 
 # Statuses of the timeline, jobwatchd's words (the ECS family's as well).
 INIT: Final = "INIT"

@@ -1,5 +1,5 @@
 """Built-in simulated cloud: the ECS "Querying Task Execution Status" API, and
-every other service's job API of :data:`jobwatchd.cloud.services.SERVICES`.
+every other service's job API of :data:`jobwatchd.services.SERVICES`.
 
 The simulator serves ECS's ``GET /v1/{project_id}/jobs/{job_id}`` at the root,
 and each service's own job query under ``/{service}`` (``/evs/v1/...``,
@@ -48,7 +48,8 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from jobwatchd.cloud import services, signing
+from jobwatchd import services
+from jobwatchd.cloud import signing
 from jobwatchd.cloud.simulated_formats import (
     ERROR_STYLES,
     FAIL,
@@ -291,7 +292,7 @@ class Simulator:
     """The simulated job APIs: job timelines, fault injection and the HTTP app.
 
     ECS's ``GET /v1/{project_id}/jobs/{job_id}`` is served at the root, and
-    every service of :data:`jobwatchd.cloud.services.SERVICES` (``ecs`` too)
+    every service of :data:`jobwatchd.services.SERVICES` (``ecs`` too)
     under the prefix ``/{service}``: its own path in its own answer format
     (:mod:`jobwatchd.cloud.simulated_formats`), so
     ``services.job_url(name, f"{url}/{name}", project_id, job_id)`` queries

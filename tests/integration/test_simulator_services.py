@@ -1,4 +1,4 @@
-"""The simulator serves every service's job API (jobwatchd.cloud.services) in the
+"""The simulator serves every service's job API (jobwatchd.services) in the
 service's own format, over real sockets: what it answers parses, with the
 daemon's own parsers (jobwatchd.cloud.formats), into the statuses and sub-jobs
 of the job's true timeline."""
@@ -17,7 +17,7 @@ import orjson
 import pytest
 from yarl import URL
 
-from jobwatchd.cloud import services
+from jobwatchd import services
 from jobwatchd.cloud.formats import MalformedResponse, parse_answer
 from jobwatchd.cloud.signing import sign
 from jobwatchd.cloud.simulated_formats import SERVICE_SPECS
