@@ -627,7 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the in-process simulator (default 8788)",
     )
 
-    sim = command("simulate", cmd_simulate, "Serve the simulated ECS job API alone.", config=False)
+    sim = command(
+        "simulate",
+        cmd_simulate,
+        "Serve the simulated job APIs alone (ECS at the root, every service under /{service}).",
+        config=False,
+    )
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8788)
     sim.add_argument("--speed", type=float, default=1.0, help="time compression factor")
