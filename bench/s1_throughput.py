@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobwatchd.cloud.simulated_formats import SERVICE_SPECS
-
 from bench.common import (
     PYTHON,
     BenchError,
@@ -49,6 +47,7 @@ from bench.common import (
     write_daemon,
 )
 from bench.profiling import Profile, record
+from jobwatchd.cloud.simulated_formats import SERVICE_SPECS
 from jobwatchd.cloud.simulator import SERVICE_JOB_TYPES
 from jobwatchd.services import SERVICES
 
