@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 import trustme
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator
 from tests.helpers.cli import cli
+from tests.helpers.config import secret_file, write_accounts_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import (
     TERMINAL_STATUSES,
@@ -39,34 +39,6 @@ AK_ENV, SK_ENV = "AKENVACCOUNT00002", "sk-env-Yt42-never-logged"
 SECURITY_TOKEN = "st-file-8Hc-temporary-never-logged"
 SECURITY_TOKEN_ENV = "st-env-3Kd-temporary-never-logged"
 PASSWORD = "pw-iam-Lr6-never-logged"
-
-
-def secret_file(path: Path, content: str) -> str:
-    path.write_text(content + "\n")
-    path.chmod(0o600)
-    return str(path)
-
-
-def write_accounts_config(path: Path, state_dir: Path, accounts: list[dict[str, Any]]) -> Path:
-    """A fast-polling daemon config with these ``[[accounts]]`` and log + file sinks."""
-    defaults = {"rate_limit": 2000, "request_timeout": "2s"}
-    data = {
-        "daemon": {"state_dir": str(state_dir), "log_level": "info"},
-        "api": {"listen": "127.0.0.1:0"},
-        "accounts": [defaults | account for account in accounts],
-        "polling": {
-            "concurrency": 32,
-            "initial_delay": "50ms",
-            "min_interval": "100ms",
-            "max_interval": "400ms",
-            "multiplier": 1.5,
-            "jitter": 0.2,
-            "not_found_grace": "1s",
-        },
-        "sinks": [{"type": "log"}, {"type": "file", "path": "events.jsonl"}],
-    }
-    path.write_text(tomli_w.dumps(data))
-    return path
 
 
 def create_jobs(sim: Simulator, project_id: str, durations: list[float]) -> list[str]:

@@ -10,17 +10,27 @@ from pathlib import Path
 from typing import Any
 
 from jobwatchd.cloud.simulated_formats import SERVICE_SPECS
-
-from jobwatchd.cloud.simulator import SERVICE_JOB_TYPES, Simulator, max_in_window
+from jobwatchd.cloud.simulator import (
+    DEFAULT_PROJECT_ID,
+    SERVICE_JOB_TYPES,
+    Simulator,
+    max_in_window,
+)
 from jobwatchd.models import TERMINAL_STATUSES
 from jobwatchd.services import SERVICES
-from tests.helpers.config import simulator_endpoints, write_config
+from tests.helpers.config import (
+    secret_file,
+    simulator_endpoints,
+    write_accounts_config,
+    write_config,
+)
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.events import all_terminal, check_against_simulator, read_events
 from tests.helpers.http import http
 from tests.helpers.servers import simulator_in_thread
 from tests.helpers.waiting import wait_until
 
+AK, SK = "AKSERVICES0000001", "sk-services-never-logged"
 PROGRESS_FORMATS = frozenset({"ims", "rds", "rds-list"})
 """Answer formats that report a percentage done."""
 
@@ -42,15 +52,28 @@ def test_a_mixed_batch_is_polled_at_each_services_path_in_its_format(
     tmp_path: Path, daemon_factory: Callable[[Path], DaemonProcess]
 ) -> None:
     """One registration holding a succeeding and a failing job of every service:
-    each is polled only under its own service's prefix, read in its format, and
-    its events match the simulator's true transitions, sub-jobs included."""
-    sim = Simulator(speed=40, seed=31)
+    each is polled only under its own service's prefix, every request signed
+    with AK/SK for the host, path and query it goes to (the simulator verifies
+    each), read in its format; its events match the simulator's true
+    transitions, sub-jobs included."""
+    sim = Simulator(speed=40, seed=31, credentials={AK: SK})
     with simulator_in_thread(sim) as cloud:
-        config = write_config(
+        config = write_accounts_config(
             tmp_path / "c.toml",
-            endpoint=cloud.url,
-            state_dir=tmp_path / "state",
-            extra_account=simulator_endpoints(cloud.url),
+            tmp_path / "state",
+            [
+                {
+                    "name": "default",
+                    "endpoint": cloud.url,
+                    "endpoints": {
+                        name: f"{cloud.url}/{name}" for name in SERVICES if name != "ecs"
+                    },
+                    "project_id": DEFAULT_PROJECT_ID,
+                    "auth": "aksk",
+                    "ak_file": secret_file(tmp_path / "ak", AK),
+                    "sk_file": secret_file(tmp_path / "sk", SK),
+                }
+            ],
         )
         daemon = daemon_factory(config)
         daemon.start()
@@ -79,7 +102,8 @@ def test_a_mixed_batch_is_polled_at_each_services_path_in_its_format(
         if sub_jobs_of(service) > 1:
             progress = finals[succeeding]["progress"]
             assert (progress["sub_jobs_done"], progress["sub_jobs_total"]) == (2, 2), service
-    assert sum(sim.stats[outcome] for outcome in ("unknown_job", "unauthorized")) == 0
+    assert sim.stats["unauthorized"] == 0, "every signature verified"
+    assert sim.stats["unknown_job"] == 0
 
     events = read_events(tmp_path / "state" / "events.jsonl")
     check_against_simulator(events, sim, every)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import tomli_w
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID
 from jobwatchd.models import DEFAULT_SERVICE
@@ -92,4 +95,33 @@ not_found_grace = "{not_found_grace}"
 {extra}
 """
     )
+    return path
+
+
+def secret_file(path: Path, content: str) -> str:
+    """A secret file (owner-only) holding ``content``; its path as text."""
+    path.write_text(content + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def write_accounts_config(path: Path, state_dir: Path, accounts: list[dict[str, Any]]) -> Path:
+    """A fast-polling daemon config with these ``[[accounts]]`` and log + file sinks."""
+    defaults = {"rate_limit": 2000, "request_timeout": "2s"}
+    data = {
+        "daemon": {"state_dir": str(state_dir), "log_level": "info"},
+        "api": {"listen": "127.0.0.1:0"},
+        "accounts": [defaults | account for account in accounts],
+        "polling": {
+            "concurrency": 32,
+            "initial_delay": "50ms",
+            "min_interval": "100ms",
+            "max_interval": "400ms",
+            "multiplier": 1.5,
+            "jitter": 0.2,
+            "not_found_grace": "1s",
+        },
+        "sinks": [{"type": "log"}, {"type": "file", "path": "events.jsonl"}],
+    }
+    path.write_text(tomli_w.dumps(data))
     return path
