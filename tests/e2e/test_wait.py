@@ -6,6 +6,7 @@ outlasts the daemon."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from tests.helpers.cli import INSTALLED as JOBWATCHD
 from tests.helpers.cli import Terminal
-from tests.helpers.config import write_config
+from tests.helpers.config import simulator_endpoints, write_config
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.hostile_upstream import job_document
 from tests.helpers.servers import RunningSimulator, app_in_thread
@@ -206,3 +207,36 @@ def test_wait_completes_across_a_daemon_restart_on_the_same_port(
     assert daemon.start() == listen  # the same state directory and port
     assert waiting.wait(timeout=60) == 0, waiting.output
     assert "reconnecting" in waiting.output and "SUCCESS" in waiting.output
+
+
+def test_wait_shows_each_jobs_service_and_reported_progress(
+    tmp_path: Path,
+    threaded_simulator: RunningSimulator,
+    daemon_factory: Callable[[Path], DaemonProcess],
+) -> None:
+    """An IMS job reports a percentage done: the live view shows it beside the
+    job's service, and the plain line at the end too."""
+    config = write_config(
+        tmp_path / "c.toml",
+        endpoint=threaded_simulator.url,
+        state_dir=tmp_path / "state",
+        extra_account=simulator_endpoints(threaded_simulator.url, ["ims"]),
+    )
+    daemon = daemon_factory(config)
+    api = ["--api", daemon.start()]
+    sim = threaded_simulator.sim
+    image = sim.create_job(service="ims", duration=50_000)
+    assert cli("register", image, "--service", "ims", *api).returncode == 0
+    waiting = Terminal([*JOBWATCHD, "wait", image, "--timeout", "100", *api])
+    wait_until(
+        lambda: re.search(r"\[ims\].*(INIT|RUNNING).* \d+%", waiting.output) is not None,
+        20,
+        what="the live line with the service and a percentage",
+    )
+    assert "DONE" in waiting.output
+    assert cli("cancel", image, *api).returncode == 0
+    assert waiting.wait(timeout=10) == 4, waiting.output
+    quick = sim.create_job(service="ims", duration=20)
+    plain = cli("register", quick, "--service", "ims", "--wait", "--timeout", "60", *api)
+    assert plain.returncode == 0, plain.stderr
+    assert re.search(rf"^{quick} \[ims\] SUCCESS", plain.stdout, re.MULTILINE), plain.stdout

@@ -18,6 +18,8 @@ from aiohttp import web
 
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.http.ui import CONTENT_SECURITY_POLICY, jobs_body, render_page, sink_lag
+from tests.helpers.clock import FakeClock
+from tests.helpers.config import simulator_endpoints
 from tests.helpers.daemon import InProcessDaemon, running_daemon
 from tests.helpers.hostile_upstream import job_document
 from tests.helpers.servers import RunningSimulator
@@ -88,14 +90,9 @@ def test_sink_lag(
 # -- in the browser -----------------------------------------------------------------
 
 
-@dataclass
-class Clock:
+def Clock() -> FakeClock:
     """The simulator's clock, moved by the test."""
-
-    now: float = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+    return FakeClock(1_800_000_000.0)
 
 
 @dataclass
@@ -135,7 +132,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @contextlib.asynccontextmanager
-async def simulator(clock: Clock) -> AsyncIterator[RunningSimulator]:
+async def simulator(clock: FakeClock) -> AsyncIterator[RunningSimulator]:
     sim = Simulator(speed=1.0, seed=3, clock=clock)
     runner, port = await start_simulator(sim, "127.0.0.1", 0)
     try:
@@ -151,6 +148,42 @@ async def register(api: InProcessDaemon, job_id: str, **fields: Any) -> None:
 
 def rows(view: Browser) -> Any:
     return view.page.locator("#jobs tbody tr")
+
+
+@needs_chromium
+async def test_each_jobs_service_is_shown_and_filters_the_list(tmp_path: Path) -> None:
+    clock = Clock()
+    async with (
+        simulator(clock) as sim,
+        running_daemon(
+            tmp_path, sim, extra_account=simulator_endpoints(sim.url, ["cce", "rds"])
+        ) as api,
+        browser() as view,
+    ):
+        ecs = sim.sim.create_job("createServer", count=1, duration=100)
+        cce = sim.sim.create_job(service="cce", count=2, duration=100)
+        rds = sim.sim.create_job(service="rds", duration=1000)
+        await register(api, ecs)
+        await register(api, cce, service="cce")
+        await register(api, rds, service="rds")
+        clock.now += 500  # the ECS and CCE jobs end; the RDS job is half done
+        await view.page.goto(f"{api.url}/ui")
+        await expect(rows(view)).to_have_count(3)
+        for job_id, service in ((ecs, "ecs"), (cce, "cce"), (rds, "rds")):
+            row = view.page.locator(f'tr[data-job-id="{job_id}"]')
+            await expect(row.locator("td.service")).to_have_text(service)
+        cce_row = view.page.locator(f'tr[data-job-id="{cce}"]')
+        await expect(cce_row).to_have_attribute("data-status", "SUCCESS")
+        await expect(cce_row.locator("td").nth(6)).to_have_text("2/2")
+        rds_row = view.page.locator(f'tr[data-job-id="{rds}"]')
+        await expect(rds_row.locator("td").nth(6)).to_have_text(re.compile(r"^\d+(\.\d+)?%$"))
+        await view.page.goto(f"{api.url}/ui?service=cce")
+        await expect(view.page.locator("body")).to_have_attribute("data-refreshed", "1")
+        await expect(rows(view)).to_have_count(1)
+        await expect(view.page.locator('input[name="service"]')).to_have_value("cce")
+        await view.page.goto(f"{api.url}/ui/jobs/{rds}")
+        await expect(view.page.locator("#job-summary")).to_contain_text("rds")
+        assert view.errors == []
 
 
 @needs_chromium
