@@ -34,10 +34,11 @@ schedule (:mod:`jobwatchd.learning`).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from jobwatchd.backoff import BackoffPolicy
 from jobwatchd.learning import AdaptivePolicy, DurationModel, adaptive_delay
@@ -106,14 +107,38 @@ class JobState(Protocol):
     def began_at(self) -> float | None: ...
 
 
+# CCE's times are Go's time.String(): "2018-08-02 08:12:40.672772389 +0000 UTC"
+# (notes §5b, AE schemas/CCE/src/ShowJob.json).
+_GO_TIME: Final = re.compile(
+    r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,9}))? ([+-]\d{4})(?: [A-Z]{1,5})?"
+)
+_MAX_TIME_LENGTH: Final = 64
+_MAX_EPOCH_MS_DIGITS: Final = 15
+
+
 def parse_time(value: str | None) -> float | None:
-    """A vendor timestamp (``2016-04-25T20:04:47.591Z``) as unix seconds."""
-    if not value:
+    """A vendor timestamp as unix seconds; None when absent or unreadable.
+
+    Read: ISO 8601 (ECS ``2016-04-25T20:04:47.591Z``, RDS ``2018-08-06T10:41:14+0800``),
+    without a zone taken as UTC (SFS Turbo's ``2023-07-26 09:33:58``, UTC per
+    notes §9d), Go's ``time.String()`` (CCE, notes §5b) and a string of digits
+    as epoch milliseconds (DCS ``"1684191545379"``, notes §8e).
+    """
+    if not value or len(value) > _MAX_TIME_LENGTH or not value.isascii():
         return None
+    if value.isdigit():  # up to 15 digits: before the year 33658
+        return int(value) / 1000 if len(value) <= _MAX_EPOCH_MS_DIGITS else None
+    go = _GO_TIME.fullmatch(value)
+    if go is not None:  # fromisoformat reads at most microseconds
+        date, clock, fraction, offset = go.groups()
+        value = f"{date}T{clock}.{(fraction or '0')[:6]:0<6}{offset}"
     try:
-        return dt.datetime.fromisoformat(value).timestamp()
+        parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
 
 
 class Reschedule(NamedTuple):

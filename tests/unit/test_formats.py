@@ -32,6 +32,7 @@ from jobwatchd.models import (
     upstream_status,
 )
 from jobwatchd.outcome import JOB_ID_MISMATCH_CODE, OutcomeKind
+from jobwatchd.policy import parse_time
 from jobwatchd.services import SERVICES
 from jobwatchd.statemachine import JobAnswer, Snapshot, observe
 from tests.helpers.vendor import VENDOR_EXAMPLE_BYTES
@@ -806,6 +807,26 @@ def test_vendor_example_parses_to_its_snapshot(
 def test_every_service_names_a_format_with_a_vendor_example(name: str, answer_format: str) -> None:
     assert answer_format in FORMATS
     assert any(fmt == answer_format for _, fmt, _, _, _ in EXAMPLES), name
+
+
+@pytest.mark.parametrize(
+    ("answer_format", "raw", "job_id"),
+    [pytest.param(fmt, raw, job_id, id=name) for name, fmt, raw, job_id, _ in EXAMPLES],
+)
+def test_every_vendor_examples_times_are_read_as_times(
+    answer_format: str, raw: bytes, job_id: str | None
+) -> None:
+    # What a job's duration is learned from, and its schedule planned with.
+    answer = parse_answer(answer_format, orjson.loads(raw), job_id=job_id)
+    times = [answer.begin_time, answer.end_time]
+    times += [t for sub in answer.sub_jobs for t in (sub.begin_time, sub.end_time)]
+    reported = [t for t in times if t is not None]
+    assert answer.begin_time is not None
+    assert all(parse_time(t) is not None for t in reported), reported
+    began = parse_time(answer.begin_time)
+    ended = parse_time(answer.end_time)
+    assert began is not None and (ended is None or ended >= began)
+    assert 1_262_304_000 < began < 1_893_456_000  # 2010-2030: read in the right unit
 
 
 def test_the_vendor_examples_keep_their_details() -> None:

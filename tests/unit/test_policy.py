@@ -968,6 +968,21 @@ def test_the_same_inputs_decide_the_same() -> None:
     ("value", "expected"),
     [
         ("2023-11-14T22:11:40.000Z", NOW - 100.0),
+        ("2023-11-14T22:11:40Z", NOW - 100.0),  # ELB
+        ("2023-11-15T06:11:40+0800", NOW - 100.0),  # the RDS family
+        ("2023-11-14 22:11:40", NOW - 100.0),  # SFS Turbo: no zone, UTC
+        ("2023-11-14T22:11:40", NOW - 100.0),
+        ("2023-11-14 22:11:40.000000000 +0000 UTC", NOW - 100.0),  # CCE: Go's time.String()
+        ("2023-11-14 22:11:40.250000001 +0000 UTC", NOW - 99.75),
+        ("2023-11-15 06:11:40 +0800 CST", NOW - 100.0),
+        ("2023-11-14 22:11:40.5 +0000", NOW - 99.5),
+        (str(int((NOW - 100.0) * 1000)), NOW - 100.0),  # DCS: epoch milliseconds
+        ("1" * 15, 111_111_111_111.111),
+        ("1" * 16, None),  # past the year 33658: not a time
+        ("\u0661\u0667" + "\u0660" * 11, None),  # digits, but not ASCII ones
+        ("2023-11-14 22:11:40.1234567890 +0000 UTC", None),  # ten fraction digits
+        ("2023-11-14 22:11:40 +0000 utc", None),
+        ("2023-11-14T22:11:40Z" + " " * 60, None),  # longer than any timestamp
         ("", None),
         (None, None),
         ("yesterday", None),
