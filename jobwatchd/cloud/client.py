@@ -280,13 +280,14 @@ class UpstreamClient:
             raise ValueError("invalid project or job id")
         target = self._target(service)
         entry = target.service
-        # Validated ids need no quoting: one string join instead of four yarl joins.
+        # Validated ids need no quoting (in a path or a query): one string join
+        # instead of several yarl joins.
         if entry.path == ECS_PATH:
-            url = URL(f"{target.base}/v1/{project_id}/jobs/{job_id}", encoded=True)
-        else:
-            path = entry.path.format(project_id=project_id, job_id=job_id)
-            url = URL(f"{target.base}{path}", encoded=True)
-        return url if entry.query_key is None else url.with_query({entry.query_key: job_id})
+            return URL(f"{target.base}/v1/{project_id}/jobs/{job_id}", encoded=True)
+        path = entry.path.format(project_id=project_id, job_id=job_id)
+        if entry.query_key is not None:
+            path = f"{path}?{entry.query_key}={job_id}"
+        return URL(f"{target.base}{path}", encoded=True)
 
     async def query(self, project_id: str, job_id: str, service: str = DEFAULT_SERVICE) -> Outcome:
         """Poll one job of ``service`` once (retrying immediately only after a

@@ -143,8 +143,14 @@ class Scheduler:
         for offset in range(count):
             index = (self._next_lane + offset) % count
             lane = lanes[index]
-            ready = self._ready_at(lane, now)
-            if ready is not None and ready <= now and lane.bucket.try_take(now):
+            head = self._head(lane)
+            # As _ready_at(lane, now) <= now, with the bucket refilled once.
+            if (
+                head is not None
+                and head[0] <= now
+                and lane.paused_until <= now
+                and lane.bucket.try_take(now)
+            ):
                 _, _, job_id = heapq.heappop(lane.heap)
                 del self._due[job_id]
                 self._next_lane = index + 1
