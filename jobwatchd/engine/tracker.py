@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwatchd.cloud.client import UpstreamClient
-from jobwatchd.cloud.formats import ServiceAnswer
+from jobwatchd.cloud.formats import LazyAnswer, ServiceAnswer
 from jobwatchd.engine.scheduler import Scheduler, lane_key
 from jobwatchd.events import build_events
 from jobwatchd.learning import MAX_MODELS, DurationModel, learnable_type
@@ -637,7 +637,7 @@ class Tracker:
                 record.fail_reason = response.fail_reason
                 record.entities = (
                     response.recorded_entities
-                    if isinstance(response, ServiceAnswer)
+                    if isinstance(response, ServiceAnswer | LazyAnswer)
                     else response.entities
                 )
                 record.progress = response.progress

@@ -16,6 +16,7 @@ from jobwatchd.cloud.ecs import MAX_SUB_JOBS, JobResponse
 from jobwatchd.cloud.formats import (
     FORMATS,
     JobNotListed,
+    LazyAnswer,
     MalformedResponse,
     ServiceAnswer,
     TooManySubJobs,
@@ -1293,9 +1294,104 @@ def test_the_ecs_shaped_formats_are_polled_through_the_lazy_ecs_parser(
     ]
 
 
-@pytest.mark.parametrize("answer_format", sorted(set(FORMATS) - {"ecs", "evs", "eip"}))
-def test_the_other_formats_are_polled_through_their_own_parser(answer_format: str) -> None:
-    assert poll_parser(answer_format) is FORMATS[answer_format]
+_ANSWER_FIELDS = (
+    "status",
+    "job_id",
+    "job_type",
+    "entities",
+    "recorded_entities",
+    "error_code",
+    "fail_reason",
+    "begin_time",
+    "end_time",
+    "sub_jobs_total",
+    "sub_jobs_succeeded",
+    "sub_jobs_failed",
+    "progress",
+    "code",
+    "message",
+    "unexpected_statuses",
+)
+_SUB_JOB_FIELDS = (
+    "job_id",
+    "status",
+    "upstream_status",
+    "job_type",
+    "entities",
+    "error_code",
+    "fail_reason",
+    "begin_time",
+    "end_time",
+)
+_VARIANT_EXAMPLES = [
+    pytest.param(fmt, raw, job_id, id=name)
+    for name, fmt, raw, job_id, _ in EXAMPLES
+    if fmt not in {"ecs", "evs", "eip"}
+]
+
+
+def _read(
+    parse: Callable[..., ServiceAnswer | JobAnswer], sent: bytes, job_id: str | None, limit: int
+) -> tuple[Any, ...]:
+    """Everything a poll and a record read of ``sent`` parsed, or the error raised."""
+    try:
+        answer = parse(orjson.loads(sent), job_id=job_id, max_sub_jobs=limit)
+    except MalformedResponse as exc:
+        return type(exc), str(exc)
+    # Once parsed, reading never fails: a lazy answer is described at write time.
+    fields = tuple(getattr(answer, name) for name in _ANSWER_FIELDS)
+    subs = tuple(tuple(getattr(sub, name) for name in _SUB_JOB_FIELDS) for sub in answer.sub_jobs)
+    return (*fields, subs)
+
+
+def _variations(body: Any) -> Any:
+    """``body`` as sent, then with each key (to three levels) removed, set to a
+    wrong type, an oversized string or an unknown status."""
+    yield body
+    stack: list[tuple[Any, int]] = [(body, 0)]
+    while stack:
+        node, depth = stack.pop()
+        children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, value in children:
+            replacements: tuple[Any, ...] = (
+                None,
+                7,
+                "x" * (MAX_TEXT_LENGTH + 9),
+                "Weird",
+                [],
+                {},
+                [{}, {}],
+            )
+            for replacement in replacements:
+                node[key] = replacement
+                yield body
+            if isinstance(node, dict):
+                del node[key]
+                yield body
+            node[key] = value
+            if isinstance(value, dict | list) and depth < 3:
+                stack.append((value, depth + 1))
+
+
+@pytest.mark.parametrize(("answer_format", "raw", "job_id"), _VARIANT_EXAMPLES)
+def test_polls_read_the_variant_formats_as_parsing_does(
+    answer_format: str, raw: bytes, job_id: str | None
+) -> None:
+    # Polls check an answer and describe it only when a transition is recorded:
+    # what they read must be what the full parse reads, and describing an answer
+    # that passed the check must never fail (it happens at write time).
+    body = orjson.loads(raw)
+    compared = 0
+    for variant in _variations(body):
+        for limit in (1, MAX_SUB_JOBS):
+            sent = orjson.dumps(variant)
+            polled = _read(poll_parser(answer_format), sent, job_id, limit)
+            assert polled == _read(FORMATS[answer_format], sent, job_id, limit), sent
+            compared += 1
+    assert compared > 50
+    lazy = poll_parser(answer_format)(orjson.loads(raw), job_id=job_id)
+    assert isinstance(lazy, LazyAnswer)
+    assert lazy.described == parse_answer(answer_format, orjson.loads(raw), job_id=job_id)
 
 
 def test_poll_parser_refuses_an_unknown_format() -> None:
