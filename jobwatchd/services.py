@@ -327,6 +327,20 @@ def endpoint_for(
     return URL.build(scheme="https", host=f"{entry.host_name}.{region}.{suffix}")
 
 
+def url_pieces(entry: Service) -> tuple[str, str, str]:
+    """``(a, b, c)`` such that ``a + project_id + b + job_id + c`` is ``entry``'s
+    query path and query string for valid ids (polls join strings, which is
+    cheaper than formatting a template each time)."""
+    template = entry.path
+    if entry.query_key is not None:
+        template = f"{template}?{entry.query_key}={{job_id}}"
+    before, project, rest = template.partition("{project_id}")
+    between, job, after = rest.partition("{job_id}")
+    if not project or not job or "{" in before + between + after:
+        raise ServiceError(f"{entry.name}'s query path {template!r} is not prefix/project/job")
+    return before, between, after
+
+
 def job_url(name: str, base: str | URL, project_id: str, job_id: str) -> URL:
     """The URL that queries job ``job_id`` of ``project_id`` on ``name``'s API at ``base``.
 
@@ -340,7 +354,7 @@ def job_url(name: str, base: str | URL, project_id: str, job_id: str) -> URL:
         raise ServiceError(f"project id {str(project_id)[:80]!r} is not [A-Za-z0-9_-]{{1,64}}")
     if not is_valid_id(job_id):
         raise ServiceError(f"job id {str(job_id)[:80]!r} is not [A-Za-z0-9_-]{{1,64}}")
-    path = entry.path.format(project_id=project_id, job_id=job_id)
+    before, between, after = url_pieces(entry)
     # Validated ids need no quoting; the base's own path is kept as encoded.
-    url = URL(f"{str(root.with_query(None)).rstrip('/')}{path}", encoded=True)
-    return url if entry.query_key is None else url.with_query({entry.query_key: job_id})
+    base_url = str(root.with_query(None)).rstrip("/")
+    return URL(f"{base_url}{before}{project_id}{between}{job_id}{after}", encoded=True)

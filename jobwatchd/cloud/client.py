@@ -36,7 +36,7 @@ from jobwatchd.outcome import (
     UpstreamError,
     too_large,
 )
-from jobwatchd.services import ECS_PATH, Service, ServiceError, service
+from jobwatchd.services import Service, ServiceError, service, url_pieces
 from jobwatchd.validation import is_valid_id
 
 DEFAULT_FORMAT = "ecs"
@@ -196,6 +196,8 @@ class _Target:
     base: str
     proxy: str | None
     answer_format: str
+    pieces: tuple[str, str, str]
+    """The query path around the ids (:func:`jobwatchd.services.url_pieces`)."""
 
 
 class UpstreamClient:
@@ -237,6 +239,7 @@ class UpstreamClient:
                 base=str(url).rstrip("/"),
                 proxy=proxy_for(url),
                 answer_format=service(name).answer_format,
+                pieces=url_pieces(service(name)),
             )
             for name, url in self.endpoints.items()
         }
@@ -279,15 +282,10 @@ class UpstreamClient:
         if not is_valid_id(project_id) or not is_valid_id(job_id):
             raise ValueError("invalid project or job id")
         target = self._target(service)
-        entry = target.service
+        before, between, after = target.pieces
         # Validated ids need no quoting (in a path or a query): one string join
         # instead of several yarl joins.
-        if entry.path == ECS_PATH:
-            return URL(f"{target.base}/v1/{project_id}/jobs/{job_id}", encoded=True)
-        path = entry.path.format(project_id=project_id, job_id=job_id)
-        if entry.query_key is not None:
-            path = f"{path}?{entry.query_key}={job_id}"
-        return URL(f"{target.base}{path}", encoded=True)
+        return URL(f"{target.base}{before}{project_id}{between}{job_id}{after}", encoded=True)
 
     async def query(self, project_id: str, job_id: str, service: str = DEFAULT_SERVICE) -> Outcome:
         """Poll one job of ``service`` once (retrying immediately only after a

@@ -12,6 +12,7 @@ from jobwatchd.cloud.client import UpstreamClient
 from jobwatchd.cloud.simulator import DEFAULT_PROJECT_ID, Simulator, start_simulator
 from jobwatchd.net import proxy_for
 from jobwatchd.outcome import OutcomeKind
+from jobwatchd.services import SERVICES, job_url
 from tests.helpers.servers import RunningSimulator
 
 
@@ -44,6 +45,15 @@ def test_url_is_built_under_the_configured_endpoint() -> None:
         endpoint="https://ecs.example.com/prefix", auth=NoAuth(), pool_size=1, request_timeout=1
     )
     assert str(client.job_url("p1", "j1")) == "https://ecs.example.com/prefix/v1/p1/jobs/j1"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_polls_query_each_service_where_its_catalogue_entry_says(name: str) -> None:
+    base = f"https://{name}.example.com/prefix"
+    client = UpstreamClient(endpoints={name: base}, auth=NoAuth(), pool_size=1, request_timeout=1)
+    polled = client.job_url("p-1", "job_2", name)
+    assert polled == job_url(name, base, "p-1", "job_2")
+    assert str(polled) == str(job_url(name, base, "p-1", "job_2"))
 
 
 async def test_token_file_is_reread_after_a_401(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ signatures of those URLs equal to the official SDK signer's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from jobwatchd.services import (
     endpoint_for,
     job_url,
     service,
+    url_pieces,
     validate_region,
 )
 from tests.helpers.signing import ours, sdk_sign
@@ -296,6 +299,24 @@ def test_job_url_is_the_documented_path(name: str, project_id: str, job_id: str,
     # Behind a proxy's path prefix (with or without its trailing slash).
     for prefix in ("https://proxy.example/hw", "https://proxy.example/hw/"):
         assert str(job_url(name, prefix, project_id, job_id)) == f"https://proxy.example/hw{path}"
+
+
+@pytest.mark.parametrize(
+    ("path", "query_key"),
+    [
+        ("/v1/jobs/{job_id}", None),
+        ("/v1/{project_id}/jobs", None),
+        ("/v1/{job_id}/{project_id}", None),
+        ("/v1/{project_id}/{region}/{job_id}", None),
+        ("/v1/{project_id}/jobs/{job_id}", "id"),
+    ],
+)
+def test_a_query_path_that_is_not_prefix_project_job_is_refused(
+    path: str, query_key: str | None
+) -> None:
+    entry = dataclasses.replace(SERVICES["ecs"], path=path, query_key=query_key)
+    with pytest.raises(ServiceError, match="not prefix/project/job"):
+        url_pieces(entry)
 
 
 def test_rds_style_url_carries_the_id_in_the_query() -> None:
