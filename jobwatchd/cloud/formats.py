@@ -21,6 +21,7 @@ against ``Mapping`` costs four times as much, on every poll).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -236,6 +237,12 @@ def _mapped(value: str, mapping: Mapping[str, str]) -> tuple[str, str]:
 
 def _status(value: object, mapping: Mapping[str, str], what: str) -> tuple[str, str]:
     """(jobwatchd's status, the vendor's) for a job's status, or :class:`MalformedResponse`."""
+    if isinstance(value, str):  # the words known already need no checking
+        mapped = mapping.get(value)
+        if mapped is not None:
+            return mapped, value
+        if value in UPSTREAM_STATUSES:
+            return value, value
     if not isinstance(value, str) or not value:
         raise MalformedResponse(f"response has no {what}")
     if not is_status_name(value):
@@ -258,20 +265,33 @@ def _progress_percent(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        text = value.strip().removesuffix("%").strip()
-        if not text or len(text) > 16 or not text.isascii():
-            return None
-        try:
-            number = float(text)
-        except ValueError:
-            return None
-    elif isinstance(value, int | float):
+        # Read on every poll; the texts are few ("0%" to "100%", ""), so cached.
+        return _percent_text(value) if len(value) <= _MAX_PERCENT_TEXT else None
+    if isinstance(value, int | float):
         try:
             number = float(value)
         except OverflowError:  # an int past float's range
             return None
     else:
         return None
+    return _percentage(number)
+
+
+_MAX_PERCENT_TEXT: Final = 32
+
+
+@functools.lru_cache(maxsize=256)
+def _percent_text(value: str) -> float | None:
+    text = value.strip().removesuffix("%").strip()
+    if not text or len(text) > 16 or not text.isascii():
+        return None
+    try:
+        return _percentage(float(text))
+    except ValueError:
+        return None
+
+
+def _percentage(number: float) -> float | None:
     return number if math.isfinite(number) and 0.0 <= number <= 100.0 else None
 
 
@@ -379,10 +399,16 @@ def _checked_sub_jobs(
             continue
         sub_id = id_of(element)
         status = status_of(element)
-        if not is_status_name(sub_id) or not is_status_name(status):
+        if not isinstance(status, str) or not is_status_name(sub_id):
             continue
-        mapped, upstream = _mapped(status, statuses)
-        subs.append(LazySubJob(sub_id, mapped, upstream, element, describe))
+        mapped = statuses.get(status)
+        if mapped is not None:  # a word known already: valid as it is
+            subs.append(LazySubJob(sub_id, mapped, status, element, describe))
+        elif status in UPSTREAM_STATUSES:
+            subs.append(LazySubJob(sub_id, status, status, element, describe))
+        elif is_status_name(status):
+            mapped, upstream = _mapped(status, statuses)
+            subs.append(LazySubJob(sub_id, mapped, upstream, element, describe))
     return tuple(subs)
 
 
