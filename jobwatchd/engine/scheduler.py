@@ -7,7 +7,8 @@ token bucket and its own throttling pause.
 There is no task, sleep or timer per job. A poller that finishes a poll takes
 the next due job straight from the heaps (earliest first, lanes in turn,
 within each lane's rate limit and throttling pause); only when nothing is
-due does it wait, and one dispatcher task wakes it when a job becomes due.
+due does it wait, and one dispatcher task wakes it when a job becomes due
+(:data:`DISPATCH_SLACK` late, handing out together the jobs due by then).
 Memory and CPU are proportional to polls, not to jobs: a tracked job costs
 one dict entry and one heap entry. The pollers' number bounds the polls in
 flight.
@@ -24,6 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from jobwatchd.ratelimit import TokenBucket
+
+DISPATCH_SLACK = 0.005
+"""Seconds the dispatcher waits past the first due time, then hands out every
+job due by then. Below the ceiling, jobs come due one by one (thousands of
+due times a second); a wake-up per job costs as much as its poll. Waking a
+little late batches them: polls are at most this late, on intervals of
+seconds."""
 
 
 def lane_key(account: str, service: str) -> str:
@@ -143,14 +151,14 @@ class Scheduler:
         for offset in range(count):
             index = (self._next_lane + offset) % count
             lane = lanes[index]
+            heap = lane.heap
+            # The heap's top is no later than its earliest live entry: a lane
+            # whose top is not due has nothing due (and is skipped cheaply).
+            if not heap or heap[0][0] > now or lane.paused_until > now:
+                continue
             head = self._head(lane)
             # As _ready_at(lane, now) <= now, with the bucket refilled once.
-            if (
-                head is not None
-                and head[0] <= now
-                and lane.paused_until <= now
-                and lane.bucket.try_take(now)
-            ):
+            if head is not None and head[0] <= now and lane.bucket.try_take(now):
                 _, _, job_id = heapq.heappop(lane.heap)
                 del self._due[job_id]
                 self._next_lane = index + 1
@@ -181,8 +189,23 @@ class Scheduler:
         return job_id
 
     def _earliest(self, now: float) -> float | None:
-        ready = [at for lane in self._order if (at := self._ready_at(lane, now)) is not None]
-        return min(ready, default=None)
+        """When the next job may be polled, or a little earlier: a stale heap
+        top (its job rescheduled) only wakes the dispatcher early, and the
+        next _take drops it."""
+        earliest: float | None = None
+        for lane in self._order:
+            heap = lane.heap
+            if not heap:
+                continue
+            at = max(heap[0][0], lane.paused_until)
+            if earliest is not None and at >= earliest:
+                continue
+            wait = lane.bucket.wait_time(now)
+            if wait > 0.0:
+                at = max(at, now + wait)
+            if earliest is None or at < earliest:
+                earliest = at
+        return earliest
 
     async def run(self) -> None:
         """Hand due jobs to waiting pollers forever (cancel to stop)."""
@@ -200,7 +223,8 @@ class Scheduler:
             timeout: float | None = None
             if idle:
                 earliest = self._earliest(self._clock())
-                timeout = None if earliest is None else max(0.0, earliest - self._clock())
+                if earliest is not None:
+                    timeout = max(0.0, earliest - self._clock()) + DISPATCH_SLACK
             try:
                 async with asyncio.timeout(timeout):
                     await self._wakeup.wait()

@@ -211,3 +211,58 @@ async def test_a_lanes_rate_limit_is_its_own() -> None:
         taken.append(job)
     # EVS allows a burst of one; ECS's lane is not held back by it.
     assert sorted(taken) == ["e0", "e1", "e2", "e3", "e4", "v0"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("plans", "paused", "drained", "expected"),
+    [
+        # (job, lane, delay) in order; a job planned twice leaves a stale entry.
+        ([("j1", "a", 5.0), ("j2", "b", 3.0)], {}, "", 3.0),
+        ([("j1", "a", 1.0), ("j1", "a", 4.0), ("j2", "b", 6.0)], {}, "", 4.0),
+        ([("j1", "a", 1.0), ("j1", "b", 8.0)], {}, "", 8.0),
+        ([("j1", "a", 1.0), ("j2", "b", 2.0)], {"a": 7.0}, "", 2.0),
+        ([("j1", "a", 1.0), ("j2", "b", 2.0)], {"a": 7.0, "b": 9.0}, "", 7.0),
+        # Lane a's bucket (2 tokens a second) empty: its next token in 0.5 s.
+        ([("j1", "a", 0.0), ("j2", "b", 3.0)], {}, "a", 0.5),
+        ([("j1", "a", 0.0), ("j2", "b", 0.2)], {}, "a", 0.2),
+    ],
+)
+def test_the_dispatcher_wakes_by_when_the_first_job_may_be_polled(
+    plans: list[tuple[str, str, float]],
+    paused: dict[str, float],
+    drained: str,
+    expected: float,
+) -> None:
+    clock = _Clock()
+    scheduler = Scheduler(clock=clock)
+    for lane in "ab":
+        scheduler.configure_lane(lane, 2.0)
+    for job_id, lane, delay in plans:
+        scheduler.schedule(job_id, lane, delay)
+    for lane in drained:
+        bucket = scheduler._lane(lane).bucket
+        while bucket.try_take(clock.now):
+            pass
+    for lane, seconds in paused.items():
+        scheduler.pause(lane, seconds)
+    # Early (a stale entry on top) is allowed, late never; waking early then
+    # drops the stale entries, and the next wake-up is the exact one.
+    for _ in range(len(plans) + 1):
+        earliest = scheduler._earliest(clock.now)
+        assert earliest is not None and earliest <= 1000.0 + expected + 1e-9
+        if earliest == pytest.approx(1000.0 + expected):
+            break
+        clock.now = max(clock.now, earliest)
+        assert scheduler._take(clock.now) is None, "woken early, nothing is due"
+    else:
+        pytest.fail("the dispatcher never came to the exact time")
+    clock.now = 1000.0 + expected
+    assert scheduler._take(clock.now) is not None, "at that time a job is handed out"
